@@ -1,0 +1,1 @@
+"""Pure optimization logic: Keras models, TFLite bytes and metrics in and out. Never imports TFX."""

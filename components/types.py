@@ -1,0 +1,61 @@
+"""Custom artifact types and the names of every artifact property: the public MLMD interface.
+
+Numbers a user filters or sorts on are custom properties of the artifacts, so `collabopt leaves`,
+`lineage` and `report` read ML Metadata alone. Keep these names stable.
+"""
+from tfx.types import artifact
+
+
+class TFLiteModel(artifact.Artifact):
+    """A `.tflite` flatbuffer (file `model.tflite` in the artifact URI)."""
+
+    TYPE_NAME = "TFLiteModel"
+
+
+class VelaModel(artifact.Artifact):
+    """A Vela-compiled `.tflite` for one Ethos-U target plus Vela's summary CSV."""
+
+    TYPE_NAME = "VelaModel"
+
+
+TFLITE_FILE_NAME = "model.tflite"
+VELA_TFLITE_FILE_NAME = "model_vela.tflite"
+VELA_SUMMARY_FILE_NAME = "summary.csv"
+
+# Model (Pruner / SparseClusterer / PreservingQAT), TFLiteModel, VelaModel, ModelEvaluation.
+TECHNIQUE_PATH = "technique_path"          # e.g. "prune>cluster>pcqat"; "base" for the base model
+PARAMETERS = "parameters"                  # JSON of the step's parameters
+SPARSITY = "sparsity"                      # zeros / weights over all kernels
+MIN_KERNEL_SPARSITY = "min_kernel_sparsity"
+MAX_UNIQUE_PER_KERNEL = "max_unique_per_kernel"
+MAX_UNIQUE_PER_CHANNEL = "max_unique_per_channel"
+KERAS_ACCURACY = "keras_accuracy"          # float model accuracy on the eval split
+QAT_MODE = "qat_mode"
+
+# TFLiteModel
+QUANTIZATION = "quantization"
+TFLITE_BYTES = "tflite_bytes"
+GZIP_BYTES = "gzip_bytes"
+
+# VelaModel
+TARGET = "target"                          # accelerator_config, e.g. "ethos-u55-128"
+SYSTEM_CONFIG = "system_config"
+MEMORY_MODE = "memory_mode"
+OPTIMISE = "optimise"
+CYCLES = "cycles"
+INFERENCE_MS = "inference_ms"
+SRAM_BYTES = "sram_bytes"
+FLASH_BYTES = "flash_bytes"
+ORIGINAL_WEIGHT_BYTES = "original_weight_bytes"
+ENCODED_WEIGHT_BYTES = "encoded_weight_bytes"
+NPU_OPS = "npu_ops"
+CPU_OPS = "cpu_ops"
+
+# ModelEvaluation / ModelBlessing
+INT8_ACCURACY = "int8_accuracy"
+BASELINE_ACCURACY = "baseline_accuracy"
+ACCURACY_DROP = "accuracy_drop"
+NUM_EXAMPLES = "num_examples"
+BLESSED = "blessed"                        # int 1/0, as TFX's Evaluator writes it
+REASONS = "reasons"                        # JSON list of why a blessing was refused
+SELECTED = "selected"                      # int 1 on the leaf the selector picked
