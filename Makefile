@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test test-core bench lint clean
+.PHONY: setup system-deps demo test test-core bench lint clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,13 @@ $(STAMP): constraints.txt pyproject.toml
 	  [ -x $(BIN)/python ] || { echo "Creating $(VENV) from $$py"; "$$py" -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test]"
 	@touch $(STAMP)
+
+# Headless Chromium renders the report in one test (skipped when absent); kubectl renders the
+# Kubernetes manifests. Debian packages; needs root (CI runs as root).
+system-deps:
+	@command -v chromium >/dev/null && command -v kubectl >/dev/null || { \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+	    $$(command -v kubectl >/dev/null || echo kubernetes-client) >/dev/null; }
 
 demo: $(STAMP)
 	$(BIN)/collabopt demo --workdir $(WORKDIR)

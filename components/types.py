@@ -59,3 +59,13 @@ NUM_EXAMPLES = "num_examples"
 BLESSED = "blessed"                        # int 1/0, as TFX's Evaluator writes it
 REASONS = "reasons"                        # JSON list of why a blessing was refused
 SELECTED = "selected"                      # int 1 on the leaf the selector picked
+
+# ModelEvaluation: the evaluator copies the leaf's figures here so the selector reads one artifact.
+TFLITE_URI = "tflite_uri"
+VELA_URI = "vela_uri"
+
+# Selector outputs (Model and ModelBlessing)
+SELECTED_PATH = "selected_path"            # technique path of the leaf chosen, "" if none
+OBJECTIVE = "objective"
+RANKING = "ranking"                        # JSON list of passing leaves, best first
+EXPLANATION = "explanation"                # why this leaf, or which came closest and by how much

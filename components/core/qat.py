@@ -1,0 +1,361 @@
+"""Quantization-aware training that keeps what earlier steps achieved, and the one model format.
+
+Modes (TFMOT's collaborative-optimization schemes, applied with quantize_annotate_model +
+quantize_apply(scheme)):
+  qat    Default8BitQuantizeScheme — plain QAT; destroys sparsity and clusters.
+  pqat   Default8BitPrunePreserveQuantizeScheme — keeps the zeros of a pruned model.
+  cqat   Default8BitClusterPreserveQuantizeScheme() — keeps the clusters of a clustered model.
+  pcqat  Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True) — keeps both.
+         (Clusters of Conv2D kernels are kept per output channel — see `_verify`.)
+  auto   measured from the incoming model (see `resolve_mode`).
+
+The model returned by `quantize_aware_train` is the quantization-aware Keras model (layers
+wrapped in QuantizeWrapperV2; for cqat/pcqat the CQAT training variables are stripped with
+strip_clustering_cqat, as TFMOT's guides do before conversion). Its float kernels inside the
+wrappers hold the preserved structure; hand it to the TFLite converter as it is — do not strip
+the wrappers, they carry the learned quantization ranges.
+
+Saving: `save_model` writes a Keras SavedModel directory (tf_keras, without optimizer);
+`load_model` reads any model this project saves — plain, pruned, clustered or QAT/PQAT/CQAT/
+PCQAT — inside TFMOT's quantize scope. A loaded CQAT/PCQAT model comes back with TFMOT's
+default 8-bit weight quantizers (TFMOT does not serialize the cluster-preserving quantizers);
+its clustered weights and quantization ranges are restored unchanged, so it converts to the same
+int8 model, but fine-tuning it again would no longer preserve the clusters: re-run this step
+from the clustered model instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+
+import numpy as np
+
+from components.core import training as training_lib
+from components.core.errors import (CollaboptError, ModelLoadError, StructureLostError,
+                                    UnsupportedLayerError, UnsupportedModelError)
+from components.core.keras_compat import keras, tf, tfmot
+from components.core.preservation import (MAX_CLUSTERED_UNIQUE, MIN_PRUNED_SPARSITY,
+                                          MIN_WEIGHTS_PER_VALUE)
+from components.core.pruning import clone_with_weights, ensure_functional, enum_param
+# Registries and quantizer classes that are not in TFMOT's public API; keras_compat (above) has
+# already set TF_USE_LEGACY_KERAS, so importing the modules directly is safe.
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (  # noqa: E402,E501
+    cluster_preserve_quantize_registry as cqat_registry)
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E402,E501
+    prune_preserve_quantize_registry as pqat_registry)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+    default_8bit_quantize_registry)
+
+# `auto` mode thresholds (see resolve_mode), shared with core.preservation's checks:
+# a kernel counts as pruned when at least MIN_PRUNED_SPARSITY of it is exactly zero (trained float
+# kernels have practically none; TFMOT pruning leaves the target fraction, e.g. 50 %), and as
+# clustered when its non-zero weights take at most MAX_CLUSTERED_UNIQUE distinct values (per
+# kernel, or in every output channel for per-channel clustering) with at least
+# MIN_WEIGHTS_PER_VALUE weights per value on average, so a small kernel (e.g. a 3x3
+# single-channel filter) does not look clustered just because it is small.
+PRUNED_SPARSITY_THRESHOLD = MIN_PRUNED_SPARSITY
+# Sparsity a PQAT/PCQAT kernel may lose before the step fails (zeros are kept exactly).
+SPARSITY_TOLERANCE = 0.005
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+class QATMode(str, enum.Enum):
+    QAT = "qat"
+    PQAT = "pqat"
+    CQAT = "cqat"
+    PCQAT = "pcqat"
+    AUTO = "auto"
+
+    @property
+    def preserves_sparsity(self) -> bool:
+        return self in (QATMode.PQAT, QATMode.PCQAT)
+
+    @property
+    def preserves_clusters(self) -> bool:
+        return self in (QATMode.CQAT, QATMode.PCQAT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring the incoming model
+
+@dataclasses.dataclass(frozen=True)
+class _Kernel:
+    layer: str
+    values: np.ndarray
+
+    @property
+    def sparsity(self) -> float:
+        return float(np.mean(self.values == 0))
+
+    def unique(self, per_channel: bool) -> int:
+        if per_channel and self.values.ndim >= 2:
+            channels = self.values.reshape(-1, self.values.shape[-1])
+            return max(len(np.unique(channels[:, c])) for c in range(channels.shape[1]))
+        return len(np.unique(self.values))
+
+    @staticmethod
+    def _clustered(values: np.ndarray) -> bool:
+        nonzero = values[values != 0]
+        distinct = len(np.unique(nonzero))
+        return 0 < distinct <= MAX_CLUSTERED_UNIQUE and \
+            nonzero.size >= MIN_WEIGHTS_PER_VALUE * distinct
+
+    @property
+    def clustered_per_tensor(self) -> bool:
+        return self._clustered(self.values)
+
+    @property
+    def clustered_per_channel(self) -> bool:
+        if self.values.ndim < 2:
+            return False
+        channels = self.values.reshape(-1, self.values.shape[-1])
+        used = [channels[:, c] for c in range(channels.shape[1]) if np.any(channels[:, c])]
+        return bool(used) and all(self._clustered(c) for c in used)
+
+    @property
+    def clustered(self) -> bool:
+        return self.clustered_per_tensor or self.clustered_per_channel
+
+    @property
+    def pruned(self) -> bool:
+        return self.sparsity >= PRUNED_SPARSITY_THRESHOLD
+
+
+def _kernels(model: keras.Model) -> list[_Kernel]:
+    """The Conv/Dense/DepthwiseConv kernels of `model`, also inside TFMOT wrappers.
+
+    In a QAT model the float kernel variable is inside the QuantizeWrapper (its `kernel`
+    attribute is the fake-quantized tensor), so kernels are found among the layer's variables.
+    """
+    out = []
+    for layer in model.layers:
+        inner = layer
+        while hasattr(inner, "layer") and isinstance(inner.layer, keras.layers.Layer):
+            inner = inner.layer
+        for weight in layer.weights:
+            short = weight.name.split("/")[-1].split(":")[0]
+            if short in ("kernel", "depthwise_kernel"):
+                out.append(_Kernel(inner.name, weight.numpy()))
+    return out
+
+
+def resolve_mode(model: keras.Model, mode: QATMode | str = QATMode.AUTO) -> QATMode:
+    """The QAT mode to use; `auto` measures the incoming model's kernels.
+
+    A kernel is *pruned* when >= PRUNED_SPARSITY_THRESHOLD (5 %) of it is exactly zero, and
+    *clustered* when its non-zero weights take <= MAX_CLUSTERED_UNIQUE (64) distinct values —
+    per kernel, or in every output channel (per-channel clustering) — with at least
+    MIN_WEIGHTS_PER_VALUE (4) weights per value. (A limit of 256 would be too loose: int8
+    quantization alone leaves <= 256 values.) The model is pruned / clustered when any kernel
+    is — selective pruning or clustering touches only some layers, and the preserving schemes
+    leave unpruned / unclustered kernels free. pruned and clustered -> pcqat, pruned -> pqat,
+    clustered -> cqat, neither -> qat.
+    """
+    mode = enum_param(QATMode, mode, "mode")
+    if mode != QATMode.AUTO:
+        return mode
+    kernels = _kernels(model)
+    pruned = [k.layer for k in kernels if k.pruned]
+    clustered = [k.layer for k in kernels if k.clustered]
+    resolved = {(True, True): QATMode.PCQAT, (True, False): QATMode.PQAT,
+                (False, True): QATMode.CQAT, (False, False): QATMode.QAT}[
+        (bool(pruned), bool(clustered))]
+    logging.info("QAT mode auto -> %s (pruned kernels: %s, clustered kernels: %s)",
+                 resolved.value, pruned, clustered)
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------------
+# Support checks (before training)
+
+def _scheme(mode: QATMode):
+    if mode == QATMode.QAT:
+        return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    if mode == QATMode.PQAT:
+        return tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+    return tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
+        preserve_sparsity=mode == QATMode.PCQAT)
+
+
+def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> None:
+    """Raises before any training when TFMOT's default 8-bit QAT cannot wrap `model`.
+
+    UnsupportedModelError: subclassed model, or a model that is already quantization-aware.
+    UnsupportedLayerError: layer(s) the 8-bit scheme (or, for pqat/cqat/pcqat, the preserving
+        scheme) does not support; `.layers` names them.
+    `mode` is optional (an extension of the contract); auto is resolved first.
+    """
+    ensure_functional(model, "quantization-aware training")
+    mode = resolve_mode(model, mode)
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    wrapped = [layer.name for layer in model.layers
+               if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper)
+               or type(layer).__name__ in ("QuantizeAnnotate", "QuantizeLayer")]
+    if wrapped:
+        raise UnsupportedModelError(
+            f"Model '{model.name}' is already quantization-aware (layers {wrapped}). Apply QAT "
+            "to the float model it came from.")
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise UnsupportedLayerError(
+            f"Quantizing a keras Model inside another keras Model is not supported (TFMOT): "
+            f"{nested}. Rebuild the model so the inner model's layers are layers of the outer "
+            "one.", nested)
+    unsupported = []
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Lambda)):
+            continue  # TFMOT leaves Lambda layers unquantized (with a warning).
+        if not registry.supports(layer):
+            unsupported.append(layer)
+        elif (mode != QATMode.QAT and layer.trainable_weights
+              and not isinstance(layer, keras.layers.BatchNormalization)  # folded into the conv
+              and not (pqat_registry.PrunePreserveQuantizeRegistry.supports(layer)
+                       if mode == QATMode.PQAT
+                       else cqat_registry.ClusterPreserveQuantizeRegistry.supports(layer))):
+            unsupported.append(layer)
+    if unsupported:
+        described = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in unsupported)
+        scheme = type(_scheme(mode)).__name__
+        raise UnsupportedLayerError(
+            f"TFMOT's {scheme} does not support layer(s) {described}, so {mode.value} cannot "
+            "wrap the model. Replace them with supported layers (Conv2D, DepthwiseConv2D, Dense, "
+            "pooling, ReLU, Add, Concatenate, ...; e.g. a Conv1D as a Conv2D with a (1, k) "
+            "kernel), or skip QAT for this model: the post-training int8 leaf needs no QAT.",
+            [layer.name for layer in unsupported])
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization-aware training
+
+def _verify(before: list[_Kernel], after: list[_Kernel], mode: QATMode) -> None:
+    after_by_layer = {k.layer: k for k in after}
+    problems = []
+    for kernel in before:
+        result = after_by_layer.get(kernel.layer)
+        if result is None:
+            continue
+        if mode.preserves_sparsity and kernel.pruned \
+                and result.sparsity < kernel.sparsity - SPARSITY_TOLERANCE:
+            problems.append(f"'{kernel.layer}' sparsity fell from {kernel.sparsity:.1%} to "
+                            f"{result.sparsity:.1%}")
+        if mode.preserves_clusters and kernel.clustered:
+            # TFMOT's CQAT keeps a Conv2D kernel's clusters per output channel: when every channel
+            # holds (nearly) all the centroids it gives each channel its own copy of them, so the
+            # kernel as a whole may end with up to clusters x channels values. Per channel is
+            # also what the int8 model sees (per-channel scales), so compare conv kernels per
+            # channel and Dense kernels (per-tensor scale) per tensor.
+            per_channel = kernel.values.ndim == 4 or not kernel.clustered_per_tensor
+            was, now = kernel.unique(per_channel), result.unique(per_channel)
+            if now > was:
+                problems.append(f"'{kernel.layer}' unique values"
+                                f"{' per channel' if per_channel else ''} rose from {was} to {now}")
+    if problems:
+        raise StructureLostError(
+            f"{mode.value.upper()} did not preserve the incoming structure: {problems}.")
+
+
+def quantize_aware_train(model: keras.Model, train_ds: tf.data.Dataset,
+                         mode: QATMode | str, training: training_lib.TrainingParams,
+                         verbose: int = 0) -> keras.Model:
+    """Quantization-aware fine-tuning of `model` with the scheme of `mode` (auto is resolved).
+
+    The input model is not changed. Returns the QAT model (QuantizeWrapperV2 layers; not
+    necessarily compiled). For pqat/cqat/pcqat it verifies that the sparsity / clusters of the
+    input survived and raises StructureLostError otherwise.
+    """
+    mode = resolve_mode(model, mode)
+    check_quantizable(model, mode)
+    training = dataclasses.replace(
+        training, from_logits=training_lib.resolve_from_logits(model, training))
+    before = _kernels(model)
+    base = clone_with_weights(model)
+    annotated = tfmot.quantization.keras.quantize_annotate_model(base)
+    try:
+        with tfmot.quantization.keras.quantize_scope():
+            qat_model = tfmot.quantization.keras.quantize_apply(annotated, scheme=_scheme(mode))
+    except (ValueError, RuntimeError) as exc:
+        raise UnsupportedModelError(
+            f"TFMOT could not apply {mode.value} to model '{model.name}': {exc}") from exc
+    logging.info("%s fine-tuning of '%s'", mode.value.upper(), model.name)
+    training_lib.fine_tune(qat_model, train_ds, training, verbose=verbose)
+    if mode.preserves_clusters:
+        qat_model = tfmot.experimental.combine.strip_clustering_cqat(qat_model)
+    _verify(before, _kernels(qat_model), mode)
+    return qat_model
+
+
+# ---------------------------------------------------------------------------------------------
+# The model format
+
+def _custom_objects() -> dict:
+    """Classes TFMOT may reference in a saved model beyond quantize_scope's own."""
+    return {
+        "ClusterPreserveDefault8BitWeightsQuantizer":
+            cqat_registry.ClusterPreserveDefault8BitWeightsQuantizer,
+        "ClusterPreserveDefault8BitConvWeightsQuantizer":
+            cqat_registry.ClusterPreserveDefault8BitConvWeightsQuantizer,
+        "PrunePreserveDefault8BitWeightsQuantizer":
+            pqat_registry.PrunePreserveDefault8BitWeightsQuantizer,
+        "PrunePreserveDefault8BitConvWeightsQuantizer":
+            pqat_registry.PrunePreserveDefault8BitConvWeightsQuantizer,
+    }
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """Writes `model` as a Keras SavedModel directory at `path` (no optimizer state)."""
+    if not isinstance(model, keras.Model):
+        raise CollaboptError(
+            f"save_model needs a tf_keras Model, got {type(model).__name__}; nothing was written "
+            f"to '{path}'.")
+    path = os.fspath(path)
+    try:
+        model.save(path, save_format="tf", include_optimizer=False)
+    except Exception as exc:  # noqa: BLE001 — any failure leaves no usable model
+        raise CollaboptError(f"Could not save model '{model.name}' to '{path}': {exc}") from exc
+    logging.info("Saved model '%s' to %s", model.name, path)
+
+
+def load_model(path: str) -> keras.Model:
+    """Loads a Keras model saved by `save_model` (or by tf_keras `model.save`).
+
+    Works for plain, pruned, clustered and QAT/PQAT/CQAT/PCQAT models. Also accepts a TFX Model
+    artifact directory holding `Format-Serving/`. Raises ModelLoadError naming the path and the
+    fix when nothing is there or it cannot be read as a Keras model.
+    """
+    path = os.fspath(path)
+    if not tf.io.gfile.exists(path):
+        raise ModelLoadError(
+            f"No model at '{path}'. Point at the directory written by save_model (a Keras "
+            f"SavedModel directory containing {SAVED_MODEL_FILE}), or at a .h5/.keras file "
+            "written by tf_keras.")
+    if tf.io.gfile.isdir(path) and not tf.io.gfile.exists(os.path.join(path, SAVED_MODEL_FILE)):
+        serving = os.path.join(path, "Format-Serving")
+        if tf.io.gfile.exists(os.path.join(serving, SAVED_MODEL_FILE)):
+            path = serving
+        else:
+            raise ModelLoadError(
+                f"'{path}' is a directory without {SAVED_MODEL_FILE}, so it is not a SavedModel. "
+                "Point at the model directory itself (written by save_model or tf_keras "
+                "model.save), not at its parent.")
+    try:
+        with tfmot.quantization.keras.quantize_scope(_custom_objects()), \
+                tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope():
+            model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 — corrupt files fail in many ways
+        raise ModelLoadError(
+            f"Could not load a Keras model from '{path}': {type(exc).__name__}: {exc}. The "
+            "file is corrupt or was not written by tf_keras; re-export the model with "
+            "components.core.qat.save_model (tf_keras, TF_USE_LEGACY_KERAS=1).") from exc
+    if not isinstance(model, keras.Model):
+        raise ModelLoadError(
+            f"'{path}' holds a TensorFlow SavedModel without Keras metadata (e.g. from "
+            "tf.saved_model.save or Keras 3), not a tf_keras model. Save the model with tf_keras "
+            "`model.save(path)` or components.core.qat.save_model.")
+    return model
+
+
+__all__ = ["QATMode", "resolve_mode", "check_quantizable", "quantize_aware_train",
+           "save_model", "load_model", "PRUNED_SPARSITY_THRESHOLD", "MAX_CLUSTERED_UNIQUE"]

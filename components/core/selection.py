@@ -1,0 +1,152 @@
+"""Picking the leaf to deploy: pure logic over measured leaf records, no TFX."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+from components.core.errors import ConfigError
+
+
+class Objective(str, enum.Enum):
+    LATENCY = "latency"    # lowest Vela inference time, then smaller flash, then higher accuracy
+    SIZE = "size"          # smallest flash (or .tflite), then lower latency, then higher accuracy
+    ACCURACY = "accuracy"  # highest int8 accuracy, then lower latency, then smaller flash
+
+
+# threshold name -> (measured field, "min" or "max")
+THRESHOLD_FIELDS: dict[str, tuple[str, str]] = {
+    "min_accuracy": ("int8_accuracy", "min"),
+    "max_accuracy_drop": ("accuracy_drop", "max"),
+    "max_tflite_bytes": ("tflite_bytes", "max"),
+    "max_inference_ms": ("inference_ms", "max"),
+    "max_sram_bytes": ("sram_bytes", "max"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafMetrics:
+    """What was measured on one leaf; Vela figures are those of the primary target."""
+
+    path: str
+    int8_accuracy: float
+    tflite_bytes: int
+    accuracy_drop: Optional[float] = None
+    inference_ms: Optional[float] = None
+    flash_bytes: Optional[int] = None
+    sram_bytes: Optional[int] = None
+
+    def value(self, field: str) -> Optional[float]:
+        return getattr(self, field)
+
+
+@dataclasses.dataclass(frozen=True)
+class Miss:
+    threshold: str
+    limit: float
+    measured: Optional[float]
+
+    @property
+    def relative(self) -> float:
+        """How far off, as a fraction of the limit (inf when the figure was not measured)."""
+        if self.measured is None:
+            return math.inf
+        return abs(self.measured - self.limit) / max(abs(self.limit), 1e-9)
+
+    def describe(self) -> str:
+        field, kind = THRESHOLD_FIELDS[self.threshold]
+        if self.measured is None:
+            return f"{field} was not measured (needed for {self.threshold}={self.limit:g})"
+        word = "below" if kind == "min" else "above"
+        return (f"{field} {self.measured:g} is {word} {self.threshold}={self.limit:g} "
+                f"by {abs(self.measured - self.limit):.4g} ({self.relative:.1%})")
+
+
+def check_thresholds(thresholds: Mapping[str, Any]) -> dict[str, float]:
+    unknown = sorted(set(thresholds) - set(THRESHOLD_FIELDS))
+    if unknown:
+        raise ConfigError(f"Unknown threshold {unknown[0]!r}; allowed: {', '.join(THRESHOLD_FIELDS)}")
+    checked = {}
+    for name, value in thresholds.items():
+        if value is None:
+            continue
+        value = float(value)
+        if name in ("min_accuracy", "max_accuracy_drop") and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in range [0, 1] (a fraction), got {value:g}")
+        if name not in ("min_accuracy", "max_accuracy_drop") and value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value:g}")
+        checked[name] = value
+    return checked
+
+
+def misses(leaf: LeafMetrics, thresholds: Mapping[str, float]) -> list[Miss]:
+    """The thresholds a leaf does not meet (empty: it meets them all)."""
+    found = []
+    for name, limit in thresholds.items():
+        field, kind = THRESHOLD_FIELDS[name]
+        measured = leaf.value(field)
+        if measured is None:
+            if name == "max_accuracy_drop":
+                continue  # the baseline itself has no drop to measure
+            found.append(Miss(name, limit, None))
+        elif (kind == "min" and measured < limit) or (kind == "max" and measured > limit):
+            found.append(Miss(name, limit, float(measured)))
+    return found
+
+
+def sort_key(leaf: LeafMetrics, objective: Objective):
+    inf = math.inf
+    latency = leaf.inference_ms if leaf.inference_ms is not None else inf
+    size = leaf.flash_bytes if leaf.flash_bytes is not None else leaf.tflite_bytes
+    accuracy = -leaf.int8_accuracy
+    if objective == Objective.LATENCY:
+        return (latency, size, accuracy, leaf.path)
+    if objective == Objective.SIZE:
+        return (size, latency, accuracy, leaf.path)
+    return (accuracy, latency, size, leaf.path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    selected: Optional[LeafMetrics]
+    ranking: tuple[str, ...]                  # leaves meeting the thresholds, best first
+    closest: Optional[LeafMetrics]            # when none met them: the nearest miss
+    closest_misses: tuple[Miss, ...]
+    explanation: str
+
+
+def select(leaves: Sequence[LeafMetrics], thresholds: Mapping[str, float],
+           objective: Objective | str = Objective.LATENCY) -> Selection:
+    """Best leaf by the objective among those that meet every threshold, and why."""
+    objective = Objective(objective)
+    thresholds = check_thresholds(thresholds)
+    if not leaves:
+        return Selection(None, (), None, (), "No leaves were evaluated.")
+    passing = sorted((l for l in leaves if not misses(l, thresholds)),
+                     key=lambda l: sort_key(l, objective))
+    if passing:
+        best = passing[0]
+        runner_up = f"; next: {passing[1].path}" if len(passing) > 1 else ""
+        return Selection(
+            best, tuple(l.path for l in passing), None, (),
+            f"Selected {best.path}: {len(passing)} of {len(leaves)} leaves meet the thresholds and "
+            f"it is best by {objective.value} ({_figures(best)}){runner_up}.")
+    scored = sorted(leaves, key=lambda l: (sum(m.relative for m in misses(l, thresholds)),
+                                           sort_key(l, objective)))
+    closest = scored[0]
+    closest_misses = tuple(misses(closest, thresholds))
+    return Selection(
+        None, (), closest, closest_misses,
+        f"No leaf meets the thresholds; closest is {closest.path}: "
+        + "; ".join(m.describe() for m in closest_misses) + ".")
+
+
+def _figures(leaf: LeafMetrics) -> str:
+    parts = [f"int8 accuracy {leaf.int8_accuracy:.4f}"]
+    if leaf.inference_ms is not None:
+        parts.append(f"{leaf.inference_ms:.4g} ms")
+    parts.append(f"{leaf.tflite_bytes} B .tflite")
+    if leaf.flash_bytes is not None:
+        parts.append(f"{leaf.flash_bytes} B flash")
+    return ", ".join(parts)

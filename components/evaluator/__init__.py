@@ -1,0 +1,1 @@
+"""Evaluator: int8 accuracy of a `.tflite`, thresholds, and a blessing a standard Pusher accepts."""

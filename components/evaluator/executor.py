@@ -1,0 +1,107 @@
+"""Evaluator executor: measure the `.tflite` on the eval split, judge thresholds, write blessing."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List
+
+from absl import logging
+from tfx import types as tfx_types
+from tfx.components.evaluator import constants as tfx_evaluator
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+
+from components import artifact_io, keys, params, types
+from components.evaluator import thresholds as thresholds_lib
+
+METRICS_FILE_NAME = "metrics.json"
+
+
+class Executor(base_executor.BaseExecutor):
+    """Accuracy via core.metrics.tflite_accuracy; blessing as tfx's Evaluator writes it."""
+
+    def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
+           output_dict: Dict[str, List[tfx_types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        from components.core import data, metrics
+
+        self._log_startup(input_dict, output_dict, exec_properties)
+        tflite_artifact = artifact_io.single(input_dict, keys.TFLITE_MODEL_KEY)
+        baseline = artifact_io.optional_single(input_dict, keys.BASELINE_EVALUATION_KEY)
+        vela_model = artifact_io.optional_single(input_dict, keys.VELA_MODEL_KEY)
+        evaluation = artifact_io.single(output_dict, keys.EVALUATION_KEY)
+        blessing = artifact_io.single(output_dict, keys.BLESSING_KEY)
+        thresholds = thresholds_lib.thresholds_from(exec_properties)
+
+        tflite_bytes = artifact_io.read_bytes(tflite_artifact.uri, types.TFLITE_FILE_NAME)
+        eval_ds = artifact_io.split_dataset(
+            input_dict[keys.EXAMPLES_KEY], params.EVAL_SPLIT, exec_properties,
+            artifact_io.tflite_input_shape(tflite_bytes))
+        measured = thresholds_lib.Measurements(
+            int8_accuracy=float(metrics.tflite_accuracy(tflite_bytes, eval_ds)),
+            tflite_bytes=len(tflite_bytes),
+            baseline_accuracy=_float_or_none(
+                artifact_io.get_property(baseline, types.INT8_ACCURACY)),
+            inference_ms=_float_or_none(artifact_io.get_property(vela_model, types.INFERENCE_MS)),
+            sram_bytes=_int_or_none(artifact_io.get_property(vela_model, types.SRAM_BYTES)),
+        )
+        reasons = thresholds_lib.judge(measured, thresholds, has_baseline=baseline is not None)
+        blessed = not reasons
+        technique = artifact_io.technique_path(tflite_artifact)
+        logging.info("%s: accuracy %.4f, %s", technique, measured.int8_accuracy,
+                     "blessed" if blessed else f"not blessed: {reasons}")
+
+        values = {
+            types.INT8_ACCURACY: measured.int8_accuracy,
+            types.NUM_EXAMPLES: data.count_examples(eval_ds),
+            types.BASELINE_ACCURACY: measured.baseline_accuracy,
+            types.ACCURACY_DROP: measured.accuracy_drop,
+            types.TECHNIQUE_PATH: technique,
+            types.QUANTIZATION: artifact_io.get_property(tflite_artifact, types.QUANTIZATION),
+            types.TFLITE_BYTES: measured.tflite_bytes,
+            types.INFERENCE_MS: measured.inference_ms,
+            types.SRAM_BYTES: measured.sram_bytes,
+            types.FLASH_BYTES: artifact_io.get_property(vela_model, types.FLASH_BYTES),
+            types.TARGET: artifact_io.get_property(vela_model, types.TARGET),
+            types.TFLITE_URI: tflite_artifact.uri,
+            types.VELA_URI: vela_model.uri if vela_model else None,
+            types.BLESSED: int(blessed),
+            types.REASONS: json.dumps(reasons),
+        }
+        artifact_io.set_properties(evaluation, values)
+        report = {k: v for k, v in values.items() if v is not None and k != types.REASONS}
+        report[types.REASONS] = reasons
+        report["thresholds"] = {k: v for k, v in dataclasses.asdict(thresholds).items()
+                                if v is not None}
+        artifact_io.write_bytes(evaluation.uri, METRICS_FILE_NAME,
+                                json.dumps(report, indent=2, sort_keys=True).encode())
+
+        # The blessing as tfx/components/evaluator/executor.py writes it (a Pusher reads
+        # `blessed`), plus our reasons.
+        fileio.makedirs(blessing.uri)
+        marker = tfx_evaluator.BLESSED_FILE_NAME if blessed else tfx_evaluator.NOT_BLESSED_FILE_NAME
+        with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
+            f.write("")
+        artifact_io.set_properties(blessing, {
+            tfx_evaluator.ARTIFACT_PROPERTY_BLESSED_KEY: (
+                tfx_evaluator.BLESSED_VALUE if blessed else tfx_evaluator.NOT_BLESSED_VALUE),
+            types.REASONS: json.dumps(reasons),
+            types.TECHNIQUE_PATH: technique,
+            tfx_evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY: tflite_artifact.uri,
+            tfx_evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY: tflite_artifact.id,
+        })
+        if baseline is not None:  # the baseline leaf's .tflite, as TFX names its baseline model
+            artifact_io.set_properties(blessing, {
+                tfx_evaluator.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY:
+                    artifact_io.get_property(baseline, types.TFLITE_URI),
+            })
+        logging.info("Blessing %s written to %s", marker, blessing.uri)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

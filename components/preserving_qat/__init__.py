@@ -1,0 +1,1 @@
+"""PreservingQAT: QAT / PQAT / CQAT / PCQAT as a TFX component (component.py + executor.py)."""

@@ -1,0 +1,107 @@
+"""PreservingQAT: quantization-aware training that keeps sparsity and / or clusters (TFMOT)."""
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components import keys, params, spec_utils
+from components.preserving_qat import executor
+
+
+class PreservingQATSpec(ComponentSpec):
+    """ComponentSpec of PreservingQAT."""
+
+    PARAMETERS = {
+        keys.MODE_KEY: ExecutionParameter(type=str),
+        **spec_utils.TRAINING_PARAMETERS,
+        **spec_utils.DATA_PARAMETERS,
+    }
+    INPUTS = {
+        keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {
+        keys.OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+    }
+
+
+class PreservingQAT(base_component.BaseComponent):
+    """Quantization-aware training: plain QAT, or PQAT / CQAT / PCQAT that preserve the structure.
+
+    Example
+    ```python
+    pcqat = PreservingQAT(
+        model=clusterer.outputs['optimized_model'],   # pruned, then clustered
+        examples=example_gen.outputs['examples'],
+        mode='pcqat',                                  # or 'auto': chosen from the weights
+        epochs=1,
+    )
+    converter = TFLiteConverter(model=pcqat.outputs['optimized_model'],
+                                examples=example_gen.outputs['examples'])
+    ```
+
+    Modes follow TFMOT's collaborative optimization: `qat` (plain), `pqat` (keeps the zeros of a
+    pruned model), `cqat` (keeps the clusters), `pcqat` (keeps both), `auto` (picks one from the
+    measured sparsity and unique values of the input).
+
+    Component `outputs` contains:
+     - `optimized_model`: a standard `Model` (the QAT Keras model in `Format-Serving/`, ready
+       for TFLiteConverter) with custom properties `technique_path` (input's path + the resolved
+       mode, e.g. `prune>cluster>pcqat`), `qat_mode`, `parameters` (JSON), the measured
+       `sparsity`, `min_kernel_sparsity`, `max_unique_per_kernel`, `max_unique_per_channel` and
+       `keras_accuracy`.
+
+    The run fails with StructureLostError when `pqat` / `pcqat` lost the input's sparsity or
+    `cqat` / `pcqat` added unique values to its clustered kernels.
+    """
+
+    SPEC_CLASS = PreservingQATSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self,
+                 model: types.BaseChannel,
+                 examples: types.BaseChannel,
+                 mode: str = "auto",
+                 epochs: int = params.DEFAULT_EPOCHS,
+                 learning_rate: float = params.DEFAULT_LEARNING_RATE,
+                 batch_size: int = params.DEFAULT_BATCH_SIZE,
+                 feature_key: str = params.DEFAULT_FEATURE_KEY,
+                 label_key: str = params.DEFAULT_LABEL_KEY,
+                 feature_shape: spec_utils.IntList = None,
+                 feature_dtype: str = params.DEFAULT_FEATURE_DTYPE,
+                 feature_scale: float = 1.0):
+        """Constructs a PreservingQAT.
+
+        Args:
+          model: Channel of a standard `Model` (plain, pruned, clustered or both).
+          examples: Channel of `Examples` with `train` and `eval` splits of tf.Example.
+          mode: `qat`, `pqat`, `cqat`, `pcqat` or `auto`.
+          epochs: Quantization-aware training epochs.
+          learning_rate: Training learning rate.
+          batch_size: Batch size of training and evaluation.
+          feature_key: tf.Example feature holding the model input.
+          label_key: tf.Example feature holding the integer class label.
+          feature_shape: Model input shape without batch (`'8,8,1'` or a list); None takes it
+            from the model.
+          feature_dtype: `float32` or `int64`, as stored in the examples.
+          feature_scale: Factor applied to the features (e.g. 1/255 for raw pixels).
+
+        Raises:
+          ConfigError: a parameter is out of range, naming the parameter and what is allowed.
+        """
+        props = {
+            keys.MODE_KEY: spec_utils.enum_value(mode),
+            **spec_utils.training_props(epochs, learning_rate),
+            **spec_utils.data_props(feature_key, label_key, feature_shape, feature_dtype,
+                                    feature_scale, batch_size),
+        }
+        spec_utils.validate(props, params.qat_mode, params.training_params,
+                            params.check_data_params)
+        spec = PreservingQATSpec(
+            model=model,
+            examples=examples,
+            optimized_model=types.Channel(type=standard_artifacts.Model),
+            **props)
+        super().__init__(spec=spec)

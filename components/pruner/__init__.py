@@ -1,0 +1,1 @@
+"""Pruner: TFMOT magnitude pruning as a TFX component (component.py + thin executor.py)."""

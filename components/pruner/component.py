@@ -1,0 +1,148 @@
+"""Pruner: magnitude pruning (TFMOT prune_low_magnitude) of a Keras model, fine-tuned."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components import keys, params, spec_utils
+from components.pruner import executor
+
+
+class PrunerSpec(ComponentSpec):
+    """ComponentSpec of the Pruner."""
+
+    PARAMETERS = {
+        keys.TARGET_SPARSITY_KEY: ExecutionParameter(type=float),
+        keys.PRUNING_SCHEDULE_KEY: ExecutionParameter(type=str),
+        keys.INITIAL_SPARSITY_KEY: ExecutionParameter(type=float),
+        keys.BEGIN_STEP_KEY: ExecutionParameter(type=int),
+        keys.END_STEP_KEY: ExecutionParameter(type=int, optional=True),
+        keys.FREQUENCY_KEY: ExecutionParameter(type=int),
+        keys.SPARSITY_M_BY_N_KEY: ExecutionParameter(type=str, optional=True),
+        keys.PRUNING_POLICY_KEY: ExecutionParameter(type=str, optional=True),
+        keys.LAYERS_KEY: ExecutionParameter(type=str, optional=True),
+        **spec_utils.TRAINING_PARAMETERS,
+        **spec_utils.DATA_PARAMETERS,
+    }
+    INPUTS = {
+        keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {
+        keys.OPTIMIZED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+    }
+
+
+class Pruner(base_component.BaseComponent):
+    """Prunes a trained Keras model to a target sparsity and fine-tunes it (TFMOT pruning).
+
+    Example
+    ```python
+    pruner = Pruner(
+        model=trainer.outputs['model'],
+        examples=example_gen.outputs['examples'],
+        target_sparsity=0.5,
+        pruning_schedule='polynomial_decay',
+        epochs=2,
+    )
+    clusterer = SparseClusterer(model=pruner.outputs['optimized_model'], ...,
+                                preserve_sparsity=True)
+    ```
+
+    The input `model` is a standard `Model`: a TFX Trainer's output (`Format-Serving/`) or a
+    model saved by tf_keras and brought in with an Importer. Fine-tuning reads the `train` split
+    of `examples`; the accuracy is measured on the `eval` split.
+
+    Component `outputs` contains:
+     - `optimized_model`: a standard `Model` (Keras SavedModel in `Format-Serving/`, pruning
+       wrappers stripped) with custom properties `technique_path` (e.g. `prune`), `parameters`
+       (JSON), the measured `sparsity`, `min_kernel_sparsity`, `max_unique_per_kernel`,
+       `max_unique_per_channel` and `keras_accuracy`.
+
+    The run fails with StructureLostError when a pruned kernel did not reach `target_sparsity`
+    (or m/n with `sparsity_m_by_n`), and with UnsupportedLayerError before any training when a
+    layer cannot be pruned.
+    """
+
+    SPEC_CLASS = PrunerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self,
+                 model: types.BaseChannel,
+                 examples: types.BaseChannel,
+                 target_sparsity: float = 0.5,
+                 pruning_schedule: str = "polynomial_decay",
+                 initial_sparsity: float = 0.0,
+                 begin_step: int = 0,
+                 end_step: Optional[int] = None,
+                 frequency: int = 10,
+                 sparsity_m_by_n: Optional[Union[str, Sequence[int]]] = None,
+                 pruning_policy: Optional[str] = None,
+                 layers: spec_utils.StrList = None,
+                 epochs: int = params.DEFAULT_EPOCHS,
+                 learning_rate: float = params.DEFAULT_LEARNING_RATE,
+                 batch_size: int = params.DEFAULT_BATCH_SIZE,
+                 feature_key: str = params.DEFAULT_FEATURE_KEY,
+                 label_key: str = params.DEFAULT_LABEL_KEY,
+                 feature_shape: spec_utils.IntList = None,
+                 feature_dtype: str = params.DEFAULT_FEATURE_DTYPE,
+                 feature_scale: float = 1.0):
+        """Constructs a Pruner.
+
+        Args:
+          model: Channel of a standard `Model` (a trained Keras model).
+          examples: Channel of `Examples` with `train` and `eval` splits of tf.Example.
+          target_sparsity: Fraction of each pruned kernel set to zero, in [0, 1).
+          pruning_schedule: `polynomial_decay` (from `initial_sparsity` to `target_sparsity`
+            between `begin_step` and `end_step`) or `constant_sparsity`.
+          initial_sparsity: Sparsity at `begin_step` (polynomial_decay only), in [0, 1).
+          begin_step: Training step at which pruning starts.
+          end_step: Step at which the schedule reaches `target_sparsity`; None ends it with
+            the fine-tuning.
+          frequency: Prune every `frequency` steps.
+          sparsity_m_by_n: Structured sparsity, e.g. `'2:4'` or `(2, 4)`: 2 zeros in every 4
+            consecutive weights (TFMOT's sparsity_m_by_n).
+          pruning_policy: `'prune_for_latency_on_xnnpack'` (TFMOT PruneForLatencyOnXNNPack), or
+            None to prune every prunable layer.
+          layers: Layer names to prune (`'conv2,dense1'` or a list); None prunes all.
+          epochs: Fine-tuning epochs.
+          learning_rate: Fine-tuning learning rate.
+          batch_size: Batch size of training and evaluation.
+          feature_key: tf.Example feature holding the model input.
+          label_key: tf.Example feature holding the integer class label.
+          feature_shape: Model input shape without batch (`'8,8,1'` or a list); None takes it
+            from the model.
+          feature_dtype: `float32` or `int64`, as stored in the examples.
+          feature_scale: Factor applied to the features (e.g. 1/255 for raw pixels).
+
+        Raises:
+          ConfigError: a parameter is out of range, naming the parameter and what is allowed.
+        """
+        props = {
+            keys.TARGET_SPARSITY_KEY: spec_utils.as_float(keys.TARGET_SPARSITY_KEY,
+                                                          target_sparsity),
+            keys.PRUNING_SCHEDULE_KEY: spec_utils.enum_value(pruning_schedule),
+            keys.INITIAL_SPARSITY_KEY: spec_utils.as_float(keys.INITIAL_SPARSITY_KEY,
+                                                           initial_sparsity),
+            keys.BEGIN_STEP_KEY: begin_step,
+            keys.END_STEP_KEY: end_step,
+            keys.FREQUENCY_KEY: frequency,
+            keys.SPARSITY_M_BY_N_KEY: spec_utils.m_by_n_str(sparsity_m_by_n),
+            keys.PRUNING_POLICY_KEY: pruning_policy,
+            keys.LAYERS_KEY: spec_utils.str_list_str(layers),
+            **spec_utils.training_props(epochs, learning_rate),
+            **spec_utils.data_props(feature_key, label_key, feature_shape, feature_dtype,
+                                    feature_scale, batch_size),
+        }
+        spec_utils.validate(props, params.pruning_params, params.training_params,
+                            params.check_data_params)
+        spec = PrunerSpec(
+            model=model,
+            examples=examples,
+            optimized_model=types.Channel(type=standard_artifacts.Model),
+            **props)
+        super().__init__(spec=spec)

@@ -1,0 +1,1 @@
+"""SparseClusterer: TFMOT weight clustering as a TFX component (component.py + executor.py)."""

@@ -1,0 +1,1 @@
+"""TFLiteConverter: Keras model -> .tflite as a TFX component (component.py + executor.py)."""

@@ -1,0 +1,51 @@
+"""Writes the digits demo into a workdir: the data as tf.Example TFRecords and a pipeline.yaml."""
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from pipelines.demo.data import DIGITS_SPEC, write_digits_examples
+
+RUN_FN = "pipelines.demo.trainer_module.run_fn"
+
+
+def demo_config(runner: str = "local", mode: str = "exhaustive") -> dict:
+    """The demo's config; every path is relative to the workdir that holds pipeline.yaml."""
+    from pipelines.config import PipelineConfig
+
+    raw = {
+        "pipeline_name": "collabopt-digits",
+        "pipeline_root": "pipeline_root",
+        "metadata": "metadata.sqlite",
+        "serving_dir": "serving",
+        "data": {"examples": "data", "feature_key": DIGITS_SPEC.feature_key,
+                 "label_key": DIGITS_SPEC.label_key,
+                 "feature_shape": list(DIGITS_SPEC.feature_shape)},
+        "base_model": {"run_fn": RUN_FN, "train_epochs": 15},
+        "training": {"epochs": 2, "learning_rate": 1e-4, "batch_size": 32},
+        "pruning": {"target_sparsity": 0.5},
+        "clustering": {"number_of_clusters": 16},
+        "targets": [{"accelerator_config": "ethos-u55-128"},
+                    {"accelerator_config": "ethos-u65-256"}],
+        "thresholds": {"min_accuracy": 0.9, "max_accuracy_drop": 0.03},
+        "objective": "latency",
+        "mode": mode,
+        "runner": runner,
+    }
+    # Round-trip through the schema so the file the user edits shows every key with its default.
+    return PipelineConfig.model_validate(raw).model_dump(mode="json")
+
+
+def write_demo(workdir: str, runner: str = "local", mode: str = "exhaustive") -> str:
+    """Writes data/ (unless present) and pipeline.yaml into workdir; returns the config path."""
+    os.makedirs(workdir, exist_ok=True)
+    data_dir = os.path.join(workdir, "data")
+    if not os.path.isdir(data_dir):
+        write_digits_examples(data_dir)
+    config_path = os.path.join(workdir, "pipeline.yaml")
+    with open(config_path, "w") as f:
+        f.write("# collabopt demo config: edit and re-run with `collabopt run pipeline.yaml`.\n"
+                "# Paths are relative to this file.\n")
+        yaml.safe_dump(demo_config(runner, mode), f, sort_keys=False)
+    return config_path

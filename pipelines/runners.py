@@ -1,0 +1,93 @@
+"""Runs the deployment-tree pipeline locally (LocalDagRunner or BeamDagRunner) or compiles it for
+Kubeflow Pipelines v2. `tree.create_pipeline` knows nothing of runners; these wrap it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from typing import Iterator, Optional
+
+from absl import logging as absl_logging
+from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
+from tfx.orchestration import pipeline as pipeline_lib
+
+from pipelines import mlmd
+from pipelines.config import PipelineConfig, Runner
+from pipelines.tree import create_pipeline
+
+_DONE = {metadata_store_pb2.Execution.COMPLETE: "done", metadata_store_pb2.Execution.CACHED: "cached",
+         metadata_store_pb2.Execution.FAILED: "failed", metadata_store_pb2.Execution.CANCELED: "skipped"}
+
+
+def build(config: PipelineConfig) -> pipeline_lib.Pipeline:
+    metadata_dir = os.path.dirname(config.metadata)
+    if "://" not in config.metadata and metadata_dir:
+        fileio.makedirs(metadata_dir)
+    return create_pipeline(config, metadata_connection_config=mlmd.connection_config(config.metadata))
+
+
+def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=None) -> None:
+    """Runs the pipeline to completion; `progress(done, total, last_node)` is called as nodes finish."""
+    runner = Runner(runner or config.runner)
+    pipeline = build(config)
+    total = len(pipeline.components)
+    with _watch(config.metadata, total, progress):
+        if runner == Runner.BEAM:
+            from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+            BeamDagRunner().run(pipeline)
+        else:
+            from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+            LocalDagRunner().run(pipeline)
+
+
+def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
+    """Writes the KFP v2 pipeline spec (JSON) whose every step runs in `image`."""
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_v2
+
+    pipeline = create_pipeline(config, metadata_connection_config=None)
+    runner = kfp_v2.KubeflowV2DagRunner(
+        config=kfp_v2.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(os.path.abspath(out)),
+        output_filename=os.path.basename(out))
+    runner.run(pipeline, write_out=True)
+    return out
+
+
+@contextlib.contextmanager
+def _watch(metadata_uri: str, total: int, progress) -> Iterator[None]:
+    """Polls MLMD in a thread and reports executions finished since the run started."""
+    if progress is None or "://" in metadata_uri:
+        yield
+        return
+    started_ms = int(time.time() * 1000)
+    stop = threading.Event()
+
+    def poll():
+        seen: set[int] = set()
+        while not stop.wait(1.5):
+            try:
+                store = mlmd.open_store(metadata_uri, must_exist=True)
+                executions = store.get_executions()
+            except Exception:  # the store may not exist yet, or be locked mid-write
+                continue
+            for execution in executions:
+                if execution.id in seen or execution.create_time_since_epoch < started_ms:
+                    continue
+                if execution.last_known_state in _DONE:
+                    seen.add(execution.id)
+                    node = execution.properties.get("component_id")
+                    name = node.string_value if node else execution.name
+                    progress(len(seen), total, f"{name} {_DONE[execution.last_known_state]}")
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        absl_logging.set_verbosity(previous)

@@ -1,0 +1,196 @@
+"""Config -> TFX pipeline: the collaborative-optimization deployment tree (ARCHITECTURE.md).
+
+Each requested leaf is a chain of techniques from the base model ending in an int8 `.tflite`,
+which is Vela-compiled for every target and evaluated; a Selector picks the leaf that meets the
+thresholds and a stock TFX Pusher deploys it. Shared prefixes (e.g. `prune` under `prune>ptq` and
+`prune>pqat`) are built once. Knows nothing of runners.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.dsl.components.base import base_node
+from tfx.types import standard_artifacts
+
+from components import (Evaluator, PreservingQAT, Pruner, SparseClusterer, TFLiteConverter,
+                        VelaCompiler, keys)
+from components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
+from components.selector.component import Selector
+from pipelines.config import Mode, PipelineConfig
+
+
+def _target_key(accelerator_config: str, index: int) -> str:
+    return f"{index}_{re.sub(r'[^A-Za-z0-9]+', '_', accelerator_config)}"
+
+
+class _TreeBuilder:
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self.nodes: list[base_node.BaseNode] = []
+        self.models: dict[str, tfx.dsl.Channel] = {}     # technique prefix -> model channel
+        self.evaluations: dict[str, tfx.dsl.Channel] = {}
+        data = config.data
+        self.data_kwargs = {
+            keys.FEATURE_KEY_KEY: data.feature_key,
+            keys.LABEL_KEY_KEY: data.label_key,
+            keys.FEATURE_SHAPE_KEY: ",".join(str(d) for d in data.feature_shape),
+            keys.FEATURE_DTYPE_KEY: data.feature_dtype,
+            keys.FEATURE_SCALE_KEY: data.feature_scale,
+            keys.BATCH_SIZE_KEY: config.training.batch_size,
+        }
+        self.training_kwargs = {keys.EPOCHS_KEY: config.training.epochs,
+                                keys.LEARNING_RATE_KEY: config.training.learning_rate}
+
+    def add(self, node):
+        self.nodes.append(node)
+        return node
+
+    # --- inputs ------------------------------------------------------------------------------
+    def inputs(self) -> None:
+        data = self.config.data
+        self.example_gen = self.add(tfx.components.ImportExampleGen(
+            input_base=data.examples,
+            input_config=tfx.proto.Input(splits=[
+                tfx.proto.Input.Split(name="train", pattern=data.train_pattern),
+                tfx.proto.Input.Split(name="eval", pattern=data.eval_pattern)])))
+        self.examples = self.example_gen.outputs["examples"]
+        base = self.config.base_model
+        if base.path:
+            importer = self.add(tfx.dsl.Importer(
+                source_uri=base.path, artifact_type=standard_artifacts.Model,
+                reimport=False).with_id("BaseModelImporter"))
+            self.models[""] = importer.outputs["result"]
+        else:
+            custom_config = {
+                "feature_key": self.config.data.feature_key,
+                "label_key": self.config.data.label_key,
+                "feature_shape": list(self.config.data.feature_shape),
+                "batch_size": self.config.training.batch_size,
+                "epochs": base.train_epochs, **base.custom_config}
+            trainer_source = ({"module_file": base.module_file} if base.module_file
+                              else {"run_fn": base.run_fn})
+            trainer = self.add(tfx.components.Trainer(
+                examples=self.examples,
+                train_args=tfx.proto.TrainArgs(num_steps=0),
+                eval_args=tfx.proto.EvalArgs(num_steps=0),
+                custom_config=custom_config, **trainer_source))
+            self.models[""] = trainer.outputs["model"]
+
+    # --- techniques --------------------------------------------------------------------------
+    def model_for(self, prefix: str) -> tfx.dsl.Channel:
+        """The model channel after the techniques in `prefix` ('', 'prune', 'cluster',
+        'prune>cluster'), building each step once."""
+        if prefix in self.models:
+            return self.models[prefix]
+        parent, _, step = prefix.rpartition(">")
+        source = self.model_for(parent)
+        common = dict(model=source, examples=self.examples, **self.data_kwargs,
+                      **self.training_kwargs)
+        if step == "prune":
+            p = self.config.pruning
+            node = Pruner(
+                target_sparsity=p.target_sparsity, pruning_schedule=p.pruning_schedule,
+                initial_sparsity=p.initial_sparsity, begin_step=p.begin_step,
+                end_step=p.end_step, frequency=p.frequency, sparsity_m_by_n=p.sparsity_m_by_n,
+                pruning_policy=p.pruning_policy,
+                layers=",".join(p.layers) if p.layers else None, **common)
+        elif step == "cluster":
+            c = self.config.clustering
+            node = SparseClusterer(
+                number_of_clusters=c.number_of_clusters,
+                cluster_centroids_init=c.cluster_centroids_init,
+                preserve_sparsity="prune" in parent.split(">"),
+                cluster_per_channel=c.cluster_per_channel,
+                layers=",".join(c.layers) if c.layers else None, **common)
+        else:
+            raise ValueError(f"unknown technique {step!r} in {prefix!r}")
+        node = self.add(node.with_id(f"{type(node).__name__}_{leaf_key(prefix)}"))
+        self.models[prefix] = node.outputs[keys.OPTIMIZED_MODEL_KEY]
+        return self.models[prefix]
+
+    # --- leaves ------------------------------------------------------------------------------
+    def leaf(self, path: str) -> None:
+        prefix, _, last = path.rpartition(">")
+        key = leaf_key(path)
+        model = self.model_for(prefix)
+        if last != "ptq":
+            qat = self.add(PreservingQAT(
+                model=model, examples=self.examples, mode=last, **self.data_kwargs,
+                **self.training_kwargs).with_id(f"PreservingQAT_{key}"))
+            model = qat.outputs[keys.OPTIMIZED_MODEL_KEY]
+        conv = self.config.conversion
+        converter = self.add(TFLiteConverter(
+            model=model, examples=self.examples, quantization="int8", int8_io=conv.int8_io,
+            num_calibration_samples=conv.num_calibration_samples,
+            **self.data_kwargs).with_id(f"TFLiteConverter_{key}"))
+        tflite = converter.outputs[keys.TFLITE_MODEL_KEY]
+        vela_models = []
+        for index, target in enumerate(self.config.targets):
+            vela = self.add(VelaCompiler(
+                tflite_model=tflite, accelerator_config=target.accelerator_config,
+                system_config=target.system_config, memory_mode=target.memory_mode,
+                optimise=target.optimise,
+            ).with_id(f"VelaCompiler_{key}_{_target_key(target.accelerator_config, index)}"))
+            vela_models.append(vela.outputs[keys.VELA_MODEL_KEY])
+        baseline = None if path == BASELINE_LEAF else self.evaluations[BASELINE_LEAF]
+        evaluator = self.add(Evaluator(
+            tflite_model=tflite, examples=self.examples, vela_model=vela_models[0],
+            baseline_evaluation=baseline, **self.config.thresholds.as_dict(),
+            **self.data_kwargs).with_id(f"Evaluator_{key}"))
+        self.evaluations[path] = evaluator.outputs[keys.EVALUATION_KEY]
+
+    def select_and_push(self, suffix: str = "") -> Selector:
+        selector = self.add(Selector(
+            evaluations=dict(self.evaluations),
+            thresholds=self.config.thresholds.as_dict(),
+            objective=self.config.objective).with_id(f"Selector{suffix}"))
+        self.add(tfx.components.Pusher(
+            model=selector.outputs[keys.MODEL_KEY],
+            model_blessing=selector.outputs[keys.BLESSING_KEY],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(
+                    base_directory=self.config.serving_dir))).with_id(f"Pusher{suffix}"))
+        return selector
+
+    def build_exhaustive(self) -> None:
+        for path in self.config.leaves:
+            self.leaf(path)
+        self.select_and_push()
+
+    def build_progressive(self) -> None:
+        """Level n+1 runs only when no leaf up to level n met the thresholds (TFX conditionals)."""
+        levels = sorted({LEAF_LEVELS[p] for p in self.config.leaves})
+        self._level(levels, 0)
+
+    def _level(self, levels: list[int], i: int) -> None:
+        for path in self.config.leaves:
+            if LEAF_LEVELS[path] == levels[i]:
+                self.leaf(path)
+        selector = self.select_and_push(suffix=f"_level{levels[i]}")
+        if i + 1 < len(levels):
+            blessed = selector.outputs[keys.BLESSING_KEY].future()[0].custom_property("blessed")
+            with tfx.dsl.Cond(blessed == 0):
+                self._level(levels, i + 1)
+
+
+def create_pipeline(config: PipelineConfig,
+                    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
+                    ) -> tfx.dsl.Pipeline:
+    """The deployment tree for `config` as a TFX pipeline (runner-agnostic)."""
+    builder = _TreeBuilder(config)
+    builder.inputs()
+    if config.mode == Mode.PROGRESSIVE:
+        builder.build_progressive()
+    else:
+        builder.build_exhaustive()
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=builder.nodes,
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

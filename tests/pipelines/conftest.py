@@ -1,0 +1,61 @@
+"""One small real run of the deployment tree, shared by the lineage and report tests.
+
+The demo config cut down to two leaves (the ptq baseline and prune>cluster>pcqat), one Ethos-U
+target, one fine-tuning epoch and a 3-epoch base model. The pipeline runs twice: the second run is
+all cache hits, so the tests read a store where every artifact of the latest run was produced by
+an earlier run (TFX records CACHED executions whose outputs are the first run's artifacts).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import yaml
+
+SMALL_LEAVES = ["ptq", "prune>cluster>pcqat"]
+TARGET = "ethos-u55-128"
+
+
+@dataclasses.dataclass
+class SmallRun:
+    workdir: str
+    config_path: str
+    metadata: str
+    pipeline_root: str
+    first_run_id: str
+
+
+def write_small_config(workdir: str) -> str:
+    from pipelines.demo.setup import write_demo
+
+    config_path = write_demo(workdir)
+    with open(config_path) as f:
+        raw = yaml.safe_load(f)
+    raw["leaves"] = list(SMALL_LEAVES)
+    raw["targets"] = [{"accelerator_config": TARGET}]
+    raw["training"]["epochs"] = 1
+    raw["base_model"]["train_epochs"] = 3
+    # Loose thresholds and the size objective: the pcqat leaf (Vela compresses its sparse,
+    # clustered weights) is the likely choice; the tests also hold when the baseline wins.
+    raw["thresholds"] = {"min_accuracy": 0.2}
+    raw["objective"] = "size"
+    with open(config_path, "w") as f:
+        yaml.safe_dump(raw, f, sort_keys=False)
+    return config_path
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> SmallRun:
+    from pipelines import runners
+    from pipelines.config import load_config
+    from pipelines.leaves import latest_run
+    from pipelines.mlmd import open_store
+
+    workdir = str(tmp_path_factory.mktemp("small-run"))
+    config_path = write_small_config(workdir)
+    config = load_config(config_path)
+    runners.run(config)
+    first_run_id = latest_run(open_store(config.metadata)).name
+    runners.run(config)  # every node a cache hit
+    return SmallRun(workdir, config_path, config.metadata, config.pipeline_root, first_run_id)

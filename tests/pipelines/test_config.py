@@ -1,0 +1,79 @@
+"""Config validation: every error names the key, the bad value and what is allowed."""
+import pytest
+import yaml
+
+from components.core.errors import ConfigError
+from components.core.leaves import LEAVES
+from pipelines.config import load_config, parse_config
+from pipelines.demo.setup import demo_config
+
+
+def _raw(**overrides):
+    raw = demo_config()
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return raw
+
+
+def test_demo_config_is_valid_and_builds_every_leaf(tmp_path):
+    config = parse_config(_raw(), base_dir=str(tmp_path))
+    assert config.leaves == list(LEAVES)
+    assert config.pipeline_root == str(tmp_path / "pipeline_root")
+    assert config.data.examples == str(tmp_path / "data")
+
+
+def test_unknown_key_is_an_error_naming_it():
+    raw = _raw()
+    raw["thresholds"]["max_latency_ms"] = 3
+    with pytest.raises(ConfigError, match=r"thresholds\.max_latency_ms: unknown key"):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"thresholds__min_accuracy": 1.5}, r"thresholds\.min_accuracy: .*less than or equal to 1 \(got 1\.5\)"),
+    ({"thresholds__max_inference_ms": -1}, r"thresholds\.max_inference_ms: .*greater than 0"),
+    ({"mode": "greedy"}, r"mode: .*'exhaustive' or 'progressive' \(got 'greedy'\)"),
+    ({"leaves": ["prune>qat"]}, r"leaves: .*unknown leaf 'prune>qat'; allowed: ptq, qat"),
+    ({"pruning__target_sparsity": 1.0}, r"pruning: .*target_sparsity"),
+    ({"pruning__sparsity_m_by_n": "4:2"}, r"pruning: sparsity_m_by_n='4:2' must be 'm:n'"),
+    ({"clustering__cluster_centroids_init": "kmeans"}, r"clustering\.cluster_centroids_init"),
+    ({"targets": [{"accelerator_config": "ethos-u99"}]}, r"targets\[0\]: .*ethos-u99"),
+    ({"training__epochs": 0}, r"training\.epochs: .*greater than or equal to 1"),
+    ({"data__feature_shape": [8, 0, 1]}, r"data: feature_shape"),
+])
+def test_bad_values_name_key_value_and_allowed(override, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(_raw(**override))
+
+
+def test_base_model_needs_exactly_one_source():
+    raw = _raw()
+    raw["base_model"]["path"] = "model_dir"
+    with pytest.raises(ConfigError, match="base_model: set exactly one of `path`"):
+        parse_config(raw)
+
+
+def test_baseline_leaf_is_always_built():
+    config = parse_config(_raw(leaves=["prune>pqat"]))
+    assert config.leaves == ["ptq", "prune>pqat"]
+
+
+def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist. `collabopt demo` writes one"):
+        load_config(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("thresholds: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(str(bad))
+
+
+def test_load_config_resolves_paths_relative_to_the_file(tmp_path):
+    path = tmp_path / "sub" / "pipeline.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(_raw()))
+    config = load_config(str(path))
+    assert config.metadata == str(tmp_path / "sub" / "metadata.sqlite")
