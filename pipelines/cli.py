@@ -141,8 +141,9 @@ def lineage(metadata, artifact_id, selected, as_json, full, run_id):
 
 @main.command()
 @METADATA_OPTION
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory to write index.html and its PNG figures into.")
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Directory to write index.html and its PNG figures into (or a path ending in "
+                   ".html: the figures go next to it).")
 @click.option("--run-id", default=None, help="A pipeline run id (default: the latest run).")
 def report(metadata, out_dir, run_id):
     """A self-contained HTML report of the last run: leaves, Pareto fronts, the deployment tree

@@ -34,7 +34,7 @@ from rich.tree import Tree
 from components import keys
 from components import types as t
 from components.core.errors import CollaboptError
-from components.core.leaves import leaf_key
+from components.core.leaves import LEAVES, leaf_key
 from pipelines import mlmd
 from pipelines.leaves import artifact_properties, latest_run, property_value, run_artifacts
 
@@ -232,17 +232,7 @@ class _Walker:
                     key=lambda x: (_PRODUCER_PREFERENCE.get(x.last_known_state, 4),
                                    x.create_time_since_epoch, x.id))
                 producer = producers[0] if producers else None
-                artifact_nodes[artifact_id] = ArtifactNode(
-                    id=artifact_id,
-                    type=self._artifact_types.get(proto.type_id, "?"),
-                    uri=proto.uri,
-                    state=metadata_store_pb2.Artifact.State.Name(proto.state),
-                    properties=dict(sorted(artifact_properties(proto).items())),
-                    produced_by=producer.id if producer else None,
-                    cached_by=[p.id for p in producers[1:]
-                               if p.last_known_state == Execution.CACHED],
-                    create_time=_iso(proto.create_time_since_epoch),
-                )
+                artifact_nodes[artifact_id] = self.artifact_node(proto, producers)
                 if producer is not None and producer.id not in execution_nodes:
                     new_producers.append(producer)
             for producer in {p.id: p for p in new_producers}.values():
@@ -251,14 +241,24 @@ class _Walker:
                 pending.extend(i.artifact_id for i in node.inputs if i.followed)
         side = sorted({i.artifact_id for e in execution_nodes.values() for i in e.inputs
                        if not i.followed} - set(artifact_nodes))
-        if side:
+        if side:  # described, producer not looked up
             for artifact_id, proto in self.artifacts(side).items():
-                artifact_nodes[artifact_id] = ArtifactNode(
-                    id=artifact_id, type=self._artifact_types.get(proto.type_id, "?"),
-                    uri=proto.uri, state=metadata_store_pb2.Artifact.State.Name(proto.state),
-                    properties=dict(sorted(artifact_properties(proto).items())), produced_by=None, cached_by=[],
-                    create_time=_iso(proto.create_time_since_epoch))
+                artifact_nodes[artifact_id] = self.artifact_node(proto, [])
         return Lineage(metadata_uri, root_id, artifact_nodes, execution_nodes)
+
+    def artifact_node(self, proto: metadata_store_pb2.Artifact,
+                      producers: list[metadata_store_pb2.Execution]) -> ArtifactNode:
+        """`producers` best first: the first is the one the walk follows."""
+        return ArtifactNode(
+            id=proto.id,
+            type=self._artifact_types.get(proto.type_id, "?"),
+            uri=proto.uri,
+            state=metadata_store_pb2.Artifact.State.Name(proto.state),
+            properties=dict(sorted(artifact_properties(proto).items())),
+            produced_by=producers[0].id if producers else None,
+            cached_by=[p.id for p in producers[1:] if p.last_known_state == Execution.CACHED],
+            create_time=_iso(proto.create_time_since_epoch),
+        )
 
     def execution_node(self, execution: metadata_store_pb2.Execution,
                        protos: dict[int, metadata_store_pb2.Artifact]) -> ExecutionNode:
@@ -302,10 +302,11 @@ class _Walker:
         )
 
 
-def _is_leaf_key(key: str) -> bool:
-    from components.core.leaves import LEAVES
+_LEAF_KEYS = frozenset(leaf_key(p) for p in LEAVES)
 
-    return key in {leaf_key(p) for p in LEAVES}
+
+def _is_leaf_key(key: str) -> bool:
+    return key in _LEAF_KEYS
 
 
 def trace(store: metadata_store.MetadataStore, artifact_id: int, metadata_uri: str = "",
@@ -377,7 +378,8 @@ _STATE_STYLE = {"COMPLETE": "green", "CACHED": "cyan", "FAILED": "red", "CANCELE
 _HIDDEN_IN_TREE = {"tfx_version", "is_external", t.PARAMETERS}
 
 
-def _fmt_value(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A property or parameter value on one line: floats to 4 digits, JSON compacted, long text cut."""
     if isinstance(value, float):
         return format(value, ".4g")
     text = str(value)
@@ -390,7 +392,7 @@ def _fmt_value(value: Any) -> str:
 
 
 def _fmt_props(props: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={_fmt_value(v)}" for k, v in props.items() if k not in _HIDDEN_IN_TREE)
+    return "  ".join(f"{k}={format_value(v)}" for k, v in props.items() if k not in _HIDDEN_IN_TREE)
 
 
 def _artifact_label(a: ArtifactNode, key: Optional[str] = None, note: str = "",
@@ -457,17 +459,22 @@ def _render(lineage: Lineage) -> Tree:
             return
         expanded.add(execution.id)
         node = branch.add(_execution_label(execution))
+        side = [ref for ref in execution.inputs if not ref.followed]
+        if side:
+            text = Text("side inputs, not expanded (--full expands them):", style="italic dim")
+            for ref in side:
+                text.append("\n")
+                text.append_text(_artifact_label(lineage.artifacts[ref.artifact_id], ref.key,
+                                                 compact=True))
+            node.add(text)
         for ref in execution.inputs:
-            child = lineage.artifacts[ref.artifact_id]
-            if not ref.followed:
-                node.add(_artifact_label(child, ref.key, "side input, not expanded; --full "
-                                         "expands it", compact=True))
-                continue
-            add_producer(node.add(label(child, ref.key)), child)
+            if ref.followed:
+                child = lineage.artifacts[ref.artifact_id]
+                add_producer(node.add(label(child, ref.key)), child)
 
     add_producer(tree, root)
     return tree
 
 
-__all__ = ["Lineage", "ArtifactNode", "ExecutionNode", "InputRef", "NothingSelectedError",
+__all__ = ["format_value", "Lineage", "ArtifactNode", "ExecutionNode", "InputRef", "NothingSelectedError",
            "trace", "read_lineage", "selected_model", "selector_models", "closest_leaf"]

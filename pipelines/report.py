@@ -2,7 +2,8 @@
 
 `build_report(metadata, out_dir)` writes `out_dir/index.html` (Jinja2, template in
 pipelines/templates/) and the PNG figures it shows next to it, referenced by relative path, so the
-page works when opened from disk or copied elsewhere as a directory:
+page works when opened from disk or copied elsewhere as a directory (`out` may also be a path
+ending in `.html`: the figures then go next to that file):
 
 - the leaves table (pipelines.leaves);
 - int8 accuracy against Vela inference time and against size, with the Pareto front and the
@@ -28,7 +29,7 @@ from components.core.leaves import LEAVES
 from pipelines import mlmd
 from pipelines.leaves import (LeafRecord, artifact_properties, latest_run, leaves_of_run,
                               run_artifacts)
-from pipelines.lineage import Lineage, closest_leaf, trace
+from pipelines.lineage import Lineage, closest_leaf, format_value, selected_model, trace
 
 TEMPLATE = "report.html.j2"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -80,10 +81,18 @@ def focus_leaf(records: list[LeafRecord], selection: SelectionInfo) -> tuple[Lea
                   "with the best int8 accuracy.")
 
 
-def build_report(metadata_uri: str, out_dir: str, run_id: Optional[str] = None) -> str:
-    """Writes out_dir/index.html and its figures; returns the path of index.html."""
+def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None) -> str:
+    """Writes the page and its figures; returns the page's path.
+
+    `out` is a directory (the page is `out/index.html`) or a path ending in `.html` (the figures go
+    next to it)."""
     import matplotlib
     matplotlib.use("Agg")
+
+    if out.lower().endswith((".html", ".htm")):
+        out_dir, index = os.path.dirname(out) or ".", out
+    else:
+        out_dir, index = out, os.path.join(out, INDEX)
 
     store = mlmd.open_store(metadata_uri)
     run_context = latest_run(store, run_id)
@@ -95,8 +104,12 @@ def build_report(metadata_uri: str, out_dir: str, run_id: Optional[str] = None) 
             f"`collabopt leaves --metadata {metadata_uri}` shows what it produced.")
     selection = _selection(run)
     focus, focus_note = focus_leaf(records, selection)
-    lineage = trace(store, focus.tflite_id if focus.tflite_id is not None else focus.evaluation_id,
-                    metadata_uri)
+    # The page shows the lineage of the selected model (Selector included), else of the focus
+    # leaf's evaluation; both reach the leaf's .tflite and, through it, every model of its path.
+    start = focus.evaluation_id
+    if selection.selected_path and focus.path == selection.selected_path:
+        start = selected_model(store, metadata_uri, run_id).id
+    lineage = trace(store, start, metadata_uri)
     os.makedirs(out_dir, exist_ok=True)
 
     figures: dict[str, Optional[str]] = {}
@@ -119,7 +132,6 @@ def build_report(metadata_uri: str, out_dir: str, run_id: Optional[str] = None) 
         pareto_caption=pareto_caption, primary_target=primary_target, weights=weights,
         lineage_start=_artifact_name(lineage.artifacts[lineage.root]),
         executions=_execution_rows(lineage))
-    index = os.path.join(out_dir, INDEX)
     with open(index, "w", encoding="utf-8") as f:
         f.write(page)
     return index
@@ -162,14 +174,15 @@ def _artifact_name(a) -> str:
 
 
 def _execution_rows(lineage: Lineage) -> list[dict[str, Any]]:
+    """The executions in the order they ran (ExampleGen first)."""
     rows = []
-    for e in lineage.executions.values():
-        outputs = ", ".join(_artifact_name(lineage.artifacts[i]) if i in lineage.artifacts
-                            else f"#{i}" for ids in e.outputs.values() for i in ids
-                            if i in lineage.artifacts)
-        params = "  ".join(f"{k}={v}" for k, v in e.parameters.items())
+    for e in sorted(lineage.executions.values(), key=lambda e: (e.create_time or "", e.id)):
+        outputs = ", ".join(_artifact_name(lineage.artifacts[i]) for ids in e.outputs.values()
+                            for i in ids if i in lineage.artifacts)
+        params = "  ".join(f"{k}={format_value(v)}" for k, v in e.parameters.items())
+        started = (e.create_time or "").replace("+00:00", "").replace("T", " ")
         rows.append({"node_id": e.node_id, "component": e.component, "id": e.id,
-                     "state": e.state, "started": (e.create_time or "").replace("+00:00", ""),
+                     "state": e.state, "started": started,
                      "duration": _fmt(e.duration_s, ".1f"), "outputs": outputs,
                      "parameters": params})
     return rows
@@ -483,9 +496,11 @@ def weight_densities(store, lineage: Lineage, focus: LeafRecord, path: str) -> d
 
     from components import artifact_io
 
-    chain = [a for a in reversed(lineage.chain()) if a.type in ("Model", "TFLiteModel")]
-    if not chain or chain[-1].type != "TFLiteModel":
+    if focus.tflite_id not in lineage.artifacts:
         return {"reason": f"the lineage of {focus.path} holds no .tflite", "stages": []}
+    # From the leaf's .tflite back to the base model, then in the order the steps ran.
+    chain = [a for a in reversed(lineage.chain(focus.tflite_id))
+             if a.type in ("Model", "TFLiteModel")]
     protos = {p.id: p for p in store.get_artifacts_by_id([a.id for a in chain])}
     stages = []   # (artifact node, {name: float array}, {name: int array} or None)
     try:

@@ -15,6 +15,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 from tfx.types import standard_artifacts
 
+from components.types import BLESSED
 from components import (Evaluator, PreservingQAT, Pruner, SparseClusterer, TFLiteConverter,
                         VelaCompiler, keys)
 from components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
@@ -142,18 +143,17 @@ class _TreeBuilder:
             **self.data_kwargs).with_id(f"Evaluator_{key}"))
         self.evaluations[path] = evaluator.outputs[keys.EVALUATION_KEY]
 
-    def select_and_push(self, suffix: str = "") -> Selector:
+    def select_and_push(self) -> None:
         selector = self.add(Selector(
             evaluations=dict(self.evaluations),
             thresholds=self.config.thresholds.as_dict(),
-            objective=self.config.objective).with_id(f"Selector{suffix}"))
+            objective=self.config.objective).with_id("Selector"))
         self.add(tfx.components.Pusher(
             model=selector.outputs[keys.MODEL_KEY],
             model_blessing=selector.outputs[keys.BLESSING_KEY],
             push_destination=tfx.proto.PushDestination(
                 filesystem=tfx.proto.PushDestination.Filesystem(
-                    base_directory=self.config.serving_dir))).with_id(f"Pusher{suffix}"))
-        return selector
+                    base_directory=self.config.serving_dir))).with_id("Pusher"))
 
     def build_exhaustive(self) -> None:
         for path in self.config.leaves:
@@ -161,19 +161,31 @@ class _TreeBuilder:
         self.select_and_push()
 
     def build_progressive(self) -> None:
-        """Level n+1 runs only when no leaf up to level n met the thresholds (TFX conditionals)."""
-        levels = sorted({LEAF_LEVELS[p] for p in self.config.leaves})
-        self._level(levels, 0)
+        """Level n+1 runs only when no leaf up to level n met the thresholds (TFX conditionals).
 
-    def _level(self, levels: list[int], i: int) -> None:
-        for path in self.config.leaves:
-            if LEAF_LEVELS[path] == levels[i]:
-                self.leaf(path)
-        selector = self.select_and_push(suffix=f"_level{levels[i]}")
-        if i + 1 < len(levels):
-            blessed = selector.outputs[keys.BLESSING_KEY].future()[0].custom_property("blessed")
-            with tfx.dsl.Cond(blessed == 0):
-                self._level(levels, i + 1)
+        After each level a gate Selector (outside any condition, so it always runs) judges every
+        leaf evaluated so far; the next level sits in a `Cond` on that gate's blessing. A skipped
+        level leaves the next gate with the earlier leaves only, which already met the thresholds,
+        so every deeper level is skipped too. The final Selector sees every leaf that ran.
+        """
+        levels = sorted({LEAF_LEVELS[p] for p in self.config.leaves})
+        gate = None
+        for level in levels:
+            paths = [p for p in self.config.leaves if LEAF_LEVELS[p] == level]
+            if gate is None:
+                for path in paths:
+                    self.leaf(path)
+            else:
+                blessed = gate.outputs[keys.BLESSING_KEY].future()[0].custom_property(BLESSED)
+                with tfx.dsl.Cond(blessed == 0):
+                    for path in paths:
+                        self.leaf(path)
+            if level != levels[-1]:
+                gate = self.add(Selector(
+                    evaluations=dict(self.evaluations),
+                    thresholds=self.config.thresholds.as_dict(),
+                    objective=self.config.objective).with_id(f"Gate_level{level}"))
+        self.select_and_push()
 
 
 def create_pipeline(config: PipelineConfig,

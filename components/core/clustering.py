@@ -31,7 +31,8 @@ import logging
 import numpy as np
 
 from components.core import training as training_lib
-from components.core.errors import ConfigError, StructureLostError, UnsupportedLayerError
+from components.core.errors import (ConfigError, StructureLostError, UnsupportedLayerError,
+                                    UnsupportedModelError)
 from components.core.keras_compat import keras, tf, tfmot
 from components.core.pruning import (enum_param, is_int, layer_names_param, clone_with_weights,
                                      ensure_functional, nested_model_error, resolve_layers)
@@ -184,7 +185,8 @@ def _clustered_kernels(layer) -> list:
     out = []
     for weight in layer.trainable_weights:
         short = weight.name.split("/")[-1].split(":")[0]
-        if "kernel" in short or short == "embeddings":
+        # SeparableConv's depthwise kernel is not clustered by TFMOT (its pointwise kernel is).
+        if ("kernel" in short and short != "depthwise_kernel") or short == "embeddings":
             out.append(weight)
     return out
 
@@ -221,7 +223,16 @@ def cluster(model: keras.Model, train_ds: tf.data.Dataset, params: ClusteringPar
     base = clone_with_weights(model)
     zeros_before = {layer.name: [float(np.mean(w.numpy() == 0)) for w in _clustered_kernels(layer)]
                     for layer in base.layers if layer.name in to_cluster}
-    clustered = keras.models.clone_model(base, clone_function=wrap)
+    try:
+        clustered = keras.models.clone_model(base, clone_function=wrap)
+    except (tf.errors.InvalidArgumentError, ValueError) as exc:
+        # TFMOT initialises the centroids when it builds the wrappers, before any training.
+        raise UnsupportedModelError(
+            f"TFMOT could not initialise {params.number_of_clusters} cluster centroids "
+            f"({params.cluster_centroids_init.value}) for {sorted(to_cluster)}: {exc}. A kernel "
+            "has fewer weights (of one sign, with preserve_sparsity) than clusters: lower "
+            "number_of_clusters, use cluster_centroids_init=linear, or leave small layers out of "
+            "`layers`.") from exc
     logging.info("Clustering %s of '%s' to %d clusters", sorted(to_cluster), model.name,
                  params.number_of_clusters)
     training_lib.fine_tune(clustered, train_ds, training, verbose=verbose)

@@ -339,7 +339,9 @@ def _schedule(params: PruningParams, end_step: int):
 def _kernel_sparsity(layer) -> list[tuple[str, float]]:
     out = []
     for weight in layer.trainable_weights:
-        if "kernel" in weight.name or "embeddings" in weight.name:
+        short = weight.name.split("/")[-1].split(":")[0]
+        # SeparableConv's depthwise kernel is not pruned by TFMOT (its pointwise kernel is).
+        if ("kernel" in short and short != "depthwise_kernel") or short == "embeddings":
             values = weight.numpy()
             out.append((weight.name, float(np.mean(values == 0))))
     return out

@@ -49,8 +49,8 @@ class Executor(base_executor.BaseExecutor):
         reasons = thresholds_lib.judge(measured, thresholds, has_baseline=baseline is not None)
         blessed = not reasons
         technique = artifact_io.technique_path(tflite_artifact)
-        logging.info("%s: accuracy %.4f, %s", technique, measured.int8_accuracy,
-                     "blessed" if blessed else f"not blessed: {reasons}")
+        logging.info("%s: accuracy %.4f, blessed=%s, reasons=%s", technique,
+                     measured.int8_accuracy, blessed, reasons)
 
         values = {
             types.INT8_ACCURACY: measured.int8_accuracy,

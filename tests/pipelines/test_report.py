@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from pipelines.cli import main
 from pipelines.leaves import LeafRecord
 from pipelines.report import SelectionInfo, focus_leaf, pareto_front
+from tests.pipelines.test_lineage import expected_nodes
 
 CHROMIUM = "/usr/bin/chromium"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,6 +42,8 @@ class _Page(HTMLParser):
             self.tables[self._table].append([])
         elif tag in ("td", "th") and self._table is not None:
             self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" ")
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self._cell is not None:
@@ -117,8 +120,10 @@ def test_report_page_references_its_images_by_relative_path(report_dir, small_ru
     path = selected.artifacts[selected.root].properties["selected_path"]
     selected_rows = [row for row in page.tables["leaves"] if row and row[-1] == "SELECTED"]
     assert [row[0] for row in selected_rows] == [path]
-    lineage_nodes = {row[0].split()[0] for row in page.tables["lineage"][1:]}
-    assert "ImportExampleGen" in lineage_nodes and "Trainer" in lineage_nodes
+    # The page's lineage is the selected model's: every component of its path, Selector included.
+    lineage_nodes = [row[0].split()[0] for row in page.tables["lineage"][1:]]
+    assert set(lineage_nodes) == expected_nodes(path)
+    assert lineage_nodes[0] == "ImportExampleGen" and lineage_nodes[-1] == "Selector"
 
 
 @pytest.mark.e2e

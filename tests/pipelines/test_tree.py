@@ -1,0 +1,159 @@
+"""The deployment-tree pipeline: end to end on real TFX runs with a SQLite MLMD store."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from ml_metadata.proto import metadata_store_pb2
+
+from components.core.keras_compat import keras
+from pipelines import runners
+from pipelines.cli import main
+from pipelines.config import load_config
+from pipelines.leaves import read_leaves
+from pipelines.mlmd import open_store
+
+pytestmark = pytest.mark.e2e
+
+COMPLETE = metadata_store_pb2.Execution.COMPLETE
+
+
+@pytest.fixture(scope="module")
+def tree_inputs(tmp_path_factory, trained_digits_model):
+    """The digits Examples and the trained base model saved as tf_keras does."""
+    from pipelines.demo.data import write_digits_examples
+
+    root = tmp_path_factory.mktemp("tree-inputs")
+    write_digits_examples(str(root / "data"))
+    model = keras.models.clone_model(trained_digits_model)
+    model.set_weights(trained_digits_model.get_weights())
+    model.save(str(root / "base_model"))
+    return root
+
+
+def _config(workdir, tree_inputs, **overrides) -> str:
+    from pipelines.demo.setup import demo_config
+
+    raw = demo_config()
+    raw.update({
+        "data": {**raw["data"], "examples": str(tree_inputs / "data")},
+        "base_model": {"path": str(tree_inputs / "base_model")},
+        "training": {**raw["training"], "epochs": 1},
+        "targets": [{"accelerator_config": "ethos-u55-128"}],
+    })
+    raw.update(overrides)
+    path = os.path.join(workdir, "pipeline.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(raw, f)
+    return path
+
+
+def _executed_nodes(metadata: str) -> dict[str, int]:
+    """node id -> executions that really ran (COMPLETE), over every run in the store."""
+    store = open_store(metadata)
+    nodes = {}
+    for context in store.get_contexts_by_type("node"):
+        node_id = context.name.split(".", 1)[1]
+        nodes[node_id] = sum(e.last_known_state == COMPLETE
+                             for e in store.get_executions_by_context(context.id))
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def progressive_first_level_passes(tmp_path_factory, tree_inputs):
+    workdir = tmp_path_factory.mktemp("progressive-pass")
+    config = load_config(_config(workdir, tree_inputs, mode="progressive",
+                                 leaves=["ptq", "prune>ptq", "prune>cluster>ptq"],
+                                 thresholds={"min_accuracy": 0.5}))
+    runners.run(config)
+    return config
+
+
+def test_progressive_skips_deeper_levels_when_first_level_passes(progressive_first_level_passes):
+    config = progressive_first_level_passes
+    nodes = _executed_nodes(config.metadata)
+    assert nodes["Evaluator_ptq"] == 1
+    assert nodes.get("Pruner_prune", 0) == 0
+    assert nodes.get("SparseClusterer_prune_cluster", 0) == 0
+    assert nodes.get("Evaluator_prune_cluster_ptq", 0) == 0
+    leaves = read_leaves(config.metadata)
+    assert [leaf.path for leaf in leaves] == ["ptq"]
+    assert leaves[0].selected
+    pushed = os.listdir(config.serving_dir)
+    assert len(pushed) == 1
+    assert os.path.getsize(os.path.join(config.serving_dir, pushed[0], "model.tflite")) > 1000
+
+
+@pytest.fixture(scope="module")
+def progressive_nothing_passes(tmp_path_factory, tree_inputs):
+    workdir = tmp_path_factory.mktemp("progressive-fail")
+    config = load_config(_config(workdir, tree_inputs, mode="progressive",
+                                 leaves=["ptq", "prune>ptq", "prune>cluster>ptq"],
+                                 thresholds={"max_tflite_bytes": 1000}))
+    runners.run(config)
+    return config
+
+
+def test_progressive_goes_deeper_and_run_succeeds_without_push(progressive_nothing_passes):
+    config = progressive_nothing_passes
+    nodes = _executed_nodes(config.metadata)
+    for node in ("Evaluator_ptq", "Pruner_prune", "Evaluator_prune_ptq",
+                 "SparseClusterer_prune_cluster", "Evaluator_prune_cluster_ptq", "Selector"):
+        assert nodes[node] == 1, node
+    leaves = read_leaves(config.metadata)
+    assert {leaf.path for leaf in leaves} == {"ptq", "prune>ptq", "prune>cluster>ptq"}
+    assert not any(leaf.blessed or leaf.selected for leaf in leaves)
+    assert all(any("max_tflite_bytes" in r for r in leaf.reasons) for leaf in leaves)
+    assert not os.path.exists(config.serving_dir) or not os.listdir(config.serving_dir)
+
+
+def test_no_leaf_passing_names_the_closest_and_by_how_much(progressive_nothing_passes):
+    from components import types as t
+    from pipelines.leaves import artifact_properties, latest_run, run_artifacts
+
+    store = open_store(progressive_nothing_passes.metadata)
+    run = run_artifacts(store, latest_run(store))
+    final = [artifact_properties(b) for b in run.of_type("ModelBlessing")
+             if artifact_properties(b).get(t.EXPLANATION, "").startswith("No leaf")]
+    assert final, "the selector records why nothing was selected"
+    assert "closest is" in final[0][t.EXPLANATION]
+    assert "above max_tflite_bytes=1000" in final[0][t.EXPLANATION]
+
+
+def test_leaves_json_has_the_documented_keys(small_run):
+    result = CliRunner().invoke(main, ["leaves", "--metadata", small_run.metadata, "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert {r["path"] for r in records} == {"ptq", "prune>cluster>pcqat"}
+    expected = {"path", "uri", "int8_accuracy", "accuracy_drop", "tflite_bytes", "gzip_bytes",
+                "sparsity", "max_unique_per_kernel", "vela", "blessed", "selected", "reasons"}
+    for record in records:
+        assert expected <= set(record)
+        assert {"target", "cycles", "inference_ms", "sram_bytes", "flash_bytes", "npu_ops",
+                "cpu_ops"} <= set(record["vela"][0])
+        assert record["vela"][0]["npu_ops"] > 0
+    assert sum(r["selected"] for r in records) == 1
+    pcqat = next(r for r in records if r["path"] == "prune>cluster>pcqat")
+    assert pcqat["sparsity"] >= 0.45
+    assert pcqat["gzip_bytes"] < next(r for r in records if r["path"] == "ptq")["gzip_bytes"]
+
+
+def test_rerun_of_unchanged_config_reuses_every_component(small_run):
+    store = open_store(small_run.metadata)
+    runs = sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
+    assert len(runs) == 2
+    second = store.get_executions_by_context(runs[1].id)
+    assert second, "the second run recorded its (cached) executions"
+    assert not [e for e in second if e.last_known_state == COMPLETE]
+
+
+def test_cli_run_reports_a_bad_config_without_a_traceback(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("mode: greedy\n")
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2
+    assert "mode" in result.output and "greedy" in result.output
+    assert "Traceback" not in result.output
