@@ -16,8 +16,9 @@ from rich.table import Table
 
 from components.core.errors import CollaboptError
 
-console = Console(stderr=True)
-out = Console()
+# Tables are wide: give them room when the output is a file or a pipe rather than a terminal.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 METADATA_OPTION = click.option(
     "--metadata", "metadata", required=True, metavar="PATH|URL",
@@ -54,7 +55,8 @@ def _run_with_progress(config, runner=None):
                 console.print(f"[{done}/{total}] {last}", highlight=False)
 
         runners.run(config, runner, progress=progress)
-        bar.update(task, last="finished")
+        total = bar.tasks[0].total
+        bar.update(task, completed=total, last="finished")
 
 
 def _print_leaves(metadata: str) -> None:
@@ -122,7 +124,8 @@ def leaves(metadata, as_json, run_id):
 @click.option("--full", is_flag=True,
               help="Also expand side inputs: the baseline evaluation and the leaves the Selector "
                    "did not pick.")
-@click.option("--run-id", default=None, help="With --selected: a pipeline run id (default: the latest).")
+@click.option("--run-id", default=None,
+              help="With --selected: a pipeline run id (default: the latest run).")
 def lineage(metadata, artifact_id, selected, as_json, full, run_id):
     """Which steps and parameters produced ARTIFACT_ID (or the --selected model), back to the
     base model and the Examples, read from ML Metadata alone."""

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components.core.errors import ConfigError
 from components.core.leaves import BASELINE_LEAF, LEAVES
-from components.core.selection import Objective
+from components.core.selection import Objective, Thresholds as _CheckedThresholds
 
 class Mode(str, enum.Enum):
     EXHAUSTIVE = "exhaustive"
@@ -102,11 +102,11 @@ class Thresholds(_Section):
     """What a leaf must meet to be deployable; each is optional. Latency and SRAM are read from the
     first target in `targets`."""
 
-    min_accuracy: Optional[float] = Field(None, ge=0, le=1)
-    max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1)
-    max_tflite_bytes: Optional[int] = Field(None, gt=0)
-    max_inference_ms: Optional[float] = Field(None, gt=0)
-    max_sram_bytes: Optional[int] = Field(None, gt=0)
+    min_accuracy: Optional[float] = None
+    max_accuracy_drop: Optional[float] = None
+    max_tflite_bytes: Optional[int] = None
+    max_inference_ms: Optional[float] = None
+    max_sram_bytes: Optional[int] = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -163,6 +163,7 @@ class PipelineConfig(_Section):
                 "feature_shape": self.data.feature_shape, "feature_dtype": self.data.feature_dtype,
                 "feature_scale": self.data.feature_scale, "batch_size": self.training.batch_size}
         _in_section("data", lambda: params.check_data_params(data))
+        _in_section("thresholds", lambda: _CheckedThresholds(**self.thresholds.as_dict()))
         _in_section("training", lambda: params.training_params(self.training.model_dump()))
         _in_section("pruning", lambda: params.pruning_params(self.pruning.model_dump()))
         _in_section("clustering", lambda: params.clustering_params(self.clustering.model_dump()))

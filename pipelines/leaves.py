@@ -83,6 +83,7 @@ class LeafRecord:
     gzip_bytes: Optional[int]
     sparsity: Optional[float]
     max_unique_per_kernel: Optional[int]
+    max_unique_per_channel: Optional[int]
     vela: list[dict[str, Any]]
     blessed: bool
     selected: bool
@@ -94,8 +95,8 @@ class LeafRecord:
         return dataclasses.asdict(self)
 
 
-_VELA_FIELDS = (t.TARGET, t.CYCLES, t.INFERENCE_MS, t.SRAM_BYTES, t.FLASH_BYTES, t.NPU_OPS,
-                t.CPU_OPS)
+_VELA_FIELDS = (t.TARGET, t.CYCLES, t.INFERENCE_MS, t.SRAM_BYTES, t.FLASH_BYTES, t.DRAM_BYTES,
+                t.NPU_OPS, t.CPU_OPS)
 
 
 def _order(path: str) -> int:
@@ -129,6 +130,7 @@ def leaves_of_run(run: RunArtifacts) -> list[LeafRecord]:
             gzip_bytes=tprops.get(t.GZIP_BYTES),
             sparsity=tprops.get(t.SPARSITY),
             max_unique_per_kernel=tprops.get(t.MAX_UNIQUE_PER_KERNEL),
+            max_unique_per_channel=tprops.get(t.MAX_UNIQUE_PER_CHANNEL),
             vela=sorted(velas.get(path, []), key=lambda v: str(v[t.TARGET])),
             blessed=bool(props.get(t.BLESSED, 0)),
             selected=path in selected_paths,
@@ -148,14 +150,23 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _off_chip(vela: dict[str, Any]) -> str:
+    """Weights live in flash (Shared_Sram) or DRAM (Dedicated_Sram): show whichever is used."""
+    dram = vela.get(t.DRAM_BYTES)
+    if dram and not vela.get(t.FLASH_BYTES):
+        return f"{dram:,} (DRAM)"
+    return _fmt(vela.get(t.FLASH_BYTES), ",")
+
+
 def leaves_table(records: list[LeafRecord]) -> Table:
     table = Table(title="Leaves of the deployment tree", show_lines=False)
-    for name, justify in [("leaf", "left"), ("int8 acc", "right"), ("drop", "right"),
+    table.add_column("leaf", no_wrap=True, min_width=19)
+    for name, justify in [ ("int8 acc", "right"), ("drop", "right"),
                           ("tflite B", "right"), ("gzip B", "right"), ("sparsity", "right"),
-                          ("uniq/kernel", "right"), ("target", "left"), ("ms", "right"),
-                          ("SRAM B", "right"), ("flash B", "right"), ("NPU/CPU ops", "right"),
+                          ("uniq/ch", "right"), ("target", "left"), ("ms", "right"),
+                          ("SRAM B", "right"), ("flash/DRAM B", "right"), ("NPU/CPU ops", "right"),
                           ("verdict", "left")]:
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=justify, no_wrap=name in ("target", "verdict"))
     for r in records:
         first = r.vela[0] if r.vela else {}
         verdict = ("[bold green]SELECTED[/]" if r.selected else
@@ -164,13 +175,13 @@ def leaves_table(records: list[LeafRecord]) -> Table:
         table.add_row(
             r.path, _fmt(r.int8_accuracy, ".4f"), _fmt(r.accuracy_drop, "+.4f"),
             _fmt(r.tflite_bytes, ","), _fmt(r.gzip_bytes, ","), _fmt(r.sparsity, ".2f"),
-            _fmt(r.max_unique_per_kernel, "d"), str(first.get(t.TARGET, "-")),
+            _fmt(r.max_unique_per_channel, "d"), str(first.get(t.TARGET, "-")),
             _fmt(first.get(t.INFERENCE_MS), ".4f"), _fmt(first.get(t.SRAM_BYTES), ","),
-            _fmt(first.get(t.FLASH_BYTES), ","),
+            _off_chip(first),
             f"{_fmt(first.get(t.NPU_OPS), 'd')}/{_fmt(first.get(t.CPU_OPS), 'd')}", verdict)
         for extra in r.vela[1:]:
             table.add_row("", "", "", "", "", "", "", str(extra.get(t.TARGET)),
                           _fmt(extra.get(t.INFERENCE_MS), ".4f"), _fmt(extra.get(t.SRAM_BYTES), ","),
-                          _fmt(extra.get(t.FLASH_BYTES), ","),
+                          _off_chip(extra),
                           f"{_fmt(extra.get(t.NPU_OPS), 'd')}/{_fmt(extra.get(t.CPU_OPS), 'd')}", "")
     return table

@@ -83,7 +83,7 @@ class InputRef:
 class ExecutionNode:
     id: int
     node_id: str                              # the component id in the pipeline (tree.py)
-    component: str                            # the component class, e.g. components.pruner.component.Pruner
+    component: str                            # its class, e.g. components.pruner.component.Pruner
     state: str
     parameters: dict[str, Any]                # execution properties
     create_time: Optional[str]
@@ -118,15 +118,15 @@ class Lineage:
         return [a for a in self.artifacts.values() if a.type == type_name]
 
     def chain(self, artifact_id: Optional[int] = None) -> list[ArtifactNode]:
-        """The artifacts of the main line from the root back to the first one without a producer,
-        following each producer's followed inputs of the root's own kind of value (Model before
-        other types): for a leaf, its `.tflite` -> QAT model -> clustered -> pruned -> base model."""
+        """The artifacts of the main line from the root (or `artifact_id`) back to the base,
+        following each producer's followed inputs (a Model first, else a TFLiteModel, never the
+        Examples): for a leaf's `.tflite`, .tflite -> QAT model -> clustered -> pruned -> base."""
         current = self.artifacts[self.root if artifact_id is None else artifact_id]
         line = [current]
         while current.produced_by is not None:
             execution = self.executions[current.produced_by]
             candidates = [self.artifacts[i.artifact_id] for i in execution.inputs if i.followed]
-            candidates = [a for a in candidates if a.type not in ("Examples",)]
+            candidates = [a for a in candidates if a.type != "Examples"]
             if not candidates:
                 break
             candidates.sort(key=lambda a: (a.type != "Model", a.type != "TFLiteModel", a.id))
@@ -379,7 +379,7 @@ _HIDDEN_IN_TREE = {"tfx_version", "is_external", t.PARAMETERS}
 
 
 def format_value(value: Any) -> str:
-    """A property or parameter value on one line: floats to 4 digits, JSON compacted, long text cut."""
+    """A value on one line: floats to 4 significant digits, JSON compacted, long text cut."""
     if isinstance(value, float):
         return format(value, ".4g")
     text = str(value)
@@ -476,5 +476,6 @@ def _render(lineage: Lineage) -> Tree:
     return tree
 
 
-__all__ = ["format_value", "Lineage", "ArtifactNode", "ExecutionNode", "InputRef", "NothingSelectedError",
+__all__ = ["format_value", "Lineage", "ArtifactNode", "ExecutionNode", "InputRef",
+           "NothingSelectedError",
            "trace", "read_lineage", "selected_model", "selector_models", "closest_leaf"]

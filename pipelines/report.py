@@ -53,7 +53,7 @@ class SelectionInfo:
 
 
 def _selection(run) -> SelectionInfo:
-    """The Selector's verdict from its Model output (the one with a selected path, else the last)."""
+    """The Selector's verdict, from its Model output (one with a selected path, else the last)."""
     models = sorted((m for m in run.of_type("Model") if t.SELECTED_PATH in artifact_properties(m)),
                     key=lambda a: (bool(artifact_properties(a).get(t.SELECTED_PATH)),
                                    a.create_time_since_epoch, a.id))
@@ -384,7 +384,7 @@ def plot_tree(records: list[LeafRecord], models: dict[str, dict[str, Any]], focu
     _layout(nodes)
     depth = max(n.x for n in nodes.values())
     rows = max(n.y for n in nodes.values()) + 1
-    fig, ax = plt.subplots(figsize=(2.9 * (depth + 1) + 1, 1.15 * rows + 1.2))
+    fig, ax = plt.subplots(figsize=(2.4 * (depth + 1) + 1, 1.1 * rows + 1.3))
     on_path = set()
     key: Optional[str] = f"{focus.path}#int8"
     while key:

@@ -25,10 +25,12 @@ from the clustered model instead.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import logging
 import os
+import re
 
 import numpy as np
 
@@ -39,14 +41,12 @@ from components.core.keras_compat import keras, tf, tfmot
 from components.core.preservation import (MAX_CLUSTERED_UNIQUE, MIN_PRUNED_SPARSITY,
                                           MIN_WEIGHTS_PER_VALUE)
 from components.core.pruning import clone_with_weights, ensure_functional, enum_param
-# Registries and quantizer classes that are not in TFMOT's public API; keras_compat (above) has
+# Quantizer classes and registries that are not in TFMOT's public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the modules directly is safe.
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (  # noqa: E402,E501
     cluster_preserve_quantize_registry as cqat_registry)
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E402,E501
     prune_preserve_quantize_registry as pqat_registry)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
-    default_8bit_quantize_registry)
 
 # `auto` mode thresholds (see resolve_mode), shared with core.preservation's checks:
 # a kernel counts as pruned when at least MIN_PRUNED_SPARSITY of it is exactly zero (trained float
@@ -169,28 +169,53 @@ def resolve_mode(model: keras.Model, mode: QATMode | str = QATMode.AUTO) -> QATM
 
 
 # ---------------------------------------------------------------------------------------------
-# Support checks (before training)
+# Schemes and support checks (before training)
+
+class _PerLayerClusterPreserveRegistry(cqat_registry.Default8bitClusterPreserveQuantizeRegistry):
+    """TFMOT's cluster-preserve registry, with one weight quantizer per layer.
+
+    TFMOT hands the *same* ClusterPreserve quantizer instance to every Dense (and every Conv2D)
+    layer, and that quantizer switches itself from PCQAT to CQAT (`preserve_sparsity = False`)
+    when it is built for a layer without zeros. With selective pruning, a later unpruned layer
+    then silently turns PCQAT into CQAT for the pruned ones and their zeros are lost. A copy per
+    layer keeps the decision per layer, as intended.
+    """
+
+    def get_quantize_config(self, layer):
+        config = super().get_quantize_config(layer)
+        quantizer = getattr(config, "weight_quantizer", None)
+        if isinstance(quantizer, cqat_registry.ClusterPreserveDefaultWeightsQuantizer):
+            config.weight_quantizer = copy.copy(quantizer)
+        return config
+
+
+class _PerLayerClusterPreserveScheme(
+        tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme):
+    def get_quantize_registry(self):
+        return _PerLayerClusterPreserveRegistry(self.preserve_sparsity)
+
 
 def _scheme(mode: QATMode):
+    """The TFMOT QuantizeScheme of a (resolved) mode."""
     if mode == QATMode.QAT:
         return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
     if mode == QATMode.PQAT:
         return tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
-    return tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
-        preserve_sparsity=mode == QATMode.PCQAT)
+    return _PerLayerClusterPreserveScheme(preserve_sparsity=mode == QATMode.PCQAT)
 
 
-def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> None:
-    """Raises before any training when TFMOT's default 8-bit QAT cannot wrap `model`.
+_UNSUPPORTED = re.compile(r"Layer (.+?):<class '([^']+)'> is not supported")
 
-    UnsupportedModelError: subclassed model, or a model that is already quantization-aware.
-    UnsupportedLayerError: layer(s) the 8-bit scheme (or, for pqat/cqat/pcqat, the preserving
-        scheme) does not support; `.layers` names them.
-    `mode` is optional (an extension of the contract); auto is resolved first.
+
+def _quantize(model: keras.Model, mode: QATMode) -> keras.Model:
+    """quantize_annotate_model + quantize_apply(scheme) on a copy of `model`: the QAT model.
+
+    This is also the support check: TFMOT's layout transforms fold Conv2D+BatchNormalization
+    and split SeparableConv2D, so only quantize_apply itself knows what it can wrap. When it
+    refuses a layer, the layer is left unannotated and quantize_apply retried, so the error names
+    every unsupported layer at once.
     """
     ensure_functional(model, "quantization-aware training")
-    mode = resolve_mode(model, mode)
-    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
     wrapped = [layer.name for layer in model.layers
                if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper)
                or type(layer).__name__ in ("QuantizeAnnotate", "QuantizeLayer")]
@@ -204,27 +229,57 @@ def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> 
             f"Quantizing a keras Model inside another keras Model is not supported (TFMOT): "
             f"{nested}. Rebuild the model so the inner model's layers are layers of the outer "
             "one.", nested)
-    unsupported = []
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Lambda)):
-            continue  # TFMOT leaves Lambda layers unquantized (with a warning).
-        if not registry.supports(layer):
-            unsupported.append(layer)
-        elif (mode != QATMode.QAT and layer.trainable_weights
-              and not isinstance(layer, keras.layers.BatchNormalization)  # folded into the conv
-              and not (pqat_registry.PrunePreserveQuantizeRegistry.supports(layer)
-                       if mode == QATMode.PQAT
-                       else cqat_registry.ClusterPreserveQuantizeRegistry.supports(layer))):
-            unsupported.append(layer)
-    if unsupported:
-        described = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in unsupported)
-        scheme = type(_scheme(mode)).__name__
-        raise UnsupportedLayerError(
-            f"TFMOT's {scheme} does not support layer(s) {described}, so {mode.value} cannot "
-            "wrap the model. Replace them with supported layers (Conv2D, DepthwiseConv2D, Dense, "
-            "pooling, ReLU, Add, Concatenate, ...; e.g. a Conv1D as a Conv2D with a (1, k) "
-            "kernel), or skip QAT for this model: the post-training int8 leaf needs no QAT.",
-            [layer.name for layer in unsupported])
+
+    scheme = _scheme(mode)
+    base = clone_with_weights(model)
+    refused: dict[str, str] = {}  # layer name -> class name
+
+    def annotate(layer):
+        if layer.name in refused or isinstance(layer, keras.layers.Lambda):
+            return layer  # TFMOT itself leaves Lambda layers unquantized (with a warning).
+        return tfmot.quantization.keras.quantize_annotate_layer(layer)
+
+    def unsupported_error(detail: str) -> UnsupportedLayerError:
+        described = ", ".join(f"'{name}' ({cls})" for name, cls in refused.items())
+        return UnsupportedLayerError(
+            f"TFMOT's {type(scheme).__name__} does not support layer(s) {described}, so "
+            f"{mode.value} cannot wrap model '{model.name}'{detail}. Replace them with supported "
+            "layers (Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization after a "
+            "convolution, pooling, ReLU, Add, Concatenate, ...; e.g. a Conv1D as a Conv2D with a "
+            "(1, k) kernel), or skip QAT for this model: the post-training int8 leaf needs no "
+            "QAT.", list(refused))
+
+    while True:
+        annotated = keras.models.clone_model(base, clone_function=annotate)
+        try:
+            with tfmot.quantization.keras.quantize_scope():
+                qat_model = tfmot.quantization.keras.quantize_apply(annotated, scheme=scheme)
+        except RuntimeError as exc:
+            found = _UNSUPPORTED.search(str(exc))
+            if found is None or found.group(1) in refused or len(refused) >= len(model.layers):
+                raise UnsupportedModelError(
+                    f"TFMOT could not apply {mode.value} to model '{model.name}': {exc}") from exc
+            refused[found.group(1)] = found.group(2).rsplit(".", 1)[-1]
+            continue
+        except ValueError as exc:
+            if refused:
+                raise unsupported_error(f" ({exc})") from exc
+            raise UnsupportedModelError(
+                f"TFMOT could not apply {mode.value} to model '{model.name}': {exc}") from exc
+        if refused:
+            raise unsupported_error("")
+        return qat_model
+
+
+def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> None:
+    """Raises before any training when TFMOT's 8-bit QAT (scheme of `mode`) cannot wrap `model`.
+
+    UnsupportedModelError: subclassed model, or a model that is already quantization-aware.
+    UnsupportedLayerError: layer(s) the scheme does not support; `.layers` names all of them.
+    `mode` is optional (an extension of the contract); auto is resolved first. The check runs
+    quantize_apply on a copy (no training): seconds for a small model.
+    """
+    _quantize(model, resolve_mode(model, mode))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,18 +322,10 @@ def quantize_aware_train(model: keras.Model, train_ds: tf.data.Dataset,
     input survived and raises StructureLostError otherwise.
     """
     mode = resolve_mode(model, mode)
-    check_quantizable(model, mode)
     training = dataclasses.replace(
         training, from_logits=training_lib.resolve_from_logits(model, training))
     before = _kernels(model)
-    base = clone_with_weights(model)
-    annotated = tfmot.quantization.keras.quantize_annotate_model(base)
-    try:
-        with tfmot.quantization.keras.quantize_scope():
-            qat_model = tfmot.quantization.keras.quantize_apply(annotated, scheme=_scheme(mode))
-    except (ValueError, RuntimeError) as exc:
-        raise UnsupportedModelError(
-            f"TFMOT could not apply {mode.value} to model '{model.name}': {exc}") from exc
+    qat_model = _quantize(model, mode)
     logging.info("%s fine-tuning of '%s'", mode.value.upper(), model.name)
     training_lib.fine_tune(qat_model, train_ds, training, verbose=verbose)
     if mode.preserves_clusters:

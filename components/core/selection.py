@@ -63,30 +63,61 @@ class Miss:
                 f"by {abs(self.measured - self.limit):.4g} ({self.relative:.1%})")
 
 
-def check_thresholds(thresholds: Mapping[str, Any]) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """What a leaf must meet to be deployable; None means "not checked".
+
+    Latency and SRAM come from Vela (the primary target); the accuracy drop is measured against the
+    baseline leaf and does not apply to the baseline itself.
+    """
+
+    min_accuracy: Optional[float] = None        # int8 .tflite accuracy on the eval split, [0, 1]
+    max_accuracy_drop: Optional[float] = None   # baseline accuracy - accuracy, [0, 1]
+    max_tflite_bytes: Optional[int] = None      # size of the .tflite, > 0
+    max_inference_ms: Optional[float] = None    # Vela's estimated inference time, > 0
+    max_sram_bytes: Optional[int] = None        # Vela's SRAM (tensor arena) use, > 0
+
+    def __post_init__(self):
+        for name in ("min_accuracy", "max_accuracy_drop"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and 0.0 <= value <= 1.0):
+                raise ConfigError(f"{name}={value!r} is out of range; it must be in [0, 1] "
+                                  "(a fraction, e.g. 0.9 for 90 %).")
+        for name in ("max_tflite_bytes", "max_sram_bytes"):
+            value = getattr(self, name)
+            if value is not None and not (_is_int(value) and value > 0):
+                raise ConfigError(f"{name}={value!r} is out of range; it must be an integer > 0 "
+                                  "(bytes).")
+        value = self.max_inference_ms
+        if value is not None and not (_is_number(value) and value > 0):
+            raise ConfigError(f"max_inference_ms={value!r} is out of range; it must be a number "
+                              "> 0 (milliseconds).")
+
+    @property
+    def needs_vela(self) -> bool:
+        return self.max_inference_ms is not None or self.max_sram_bytes is not None
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def check_thresholds(thresholds: Mapping[str, Any] | Thresholds) -> Thresholds:
+    """A validated Thresholds record; unknown names and out-of-range values are ConfigErrors."""
+    if isinstance(thresholds, Thresholds):
+        return thresholds
     unknown = sorted(set(thresholds) - set(THRESHOLD_FIELDS))
     if unknown:
         raise ConfigError(f"Unknown threshold {unknown[0]!r}; allowed: {', '.join(THRESHOLD_FIELDS)}")
-    checked = {}
-    for name, value in thresholds.items():
-        if value is None:
-            continue
-        value = float(value)
-        if name in ("min_accuracy", "max_accuracy_drop") and not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{name} must be in range [0, 1] (a fraction), got {value:g}")
-        if name not in ("min_accuracy", "max_accuracy_drop") and value <= 0:
-            raise ConfigError(f"{name} must be > 0, got {value:g}")
-        checked[name] = value
-    return checked
+    return Thresholds(**{k: v for k, v in thresholds.items() if v is not None})
 
 
-def misses(leaf: LeafMetrics, thresholds: Mapping[str, float]) -> list[Miss]:
+def misses(leaf: LeafMetrics, thresholds: Mapping[str, Any] | Thresholds) -> list[Miss]:
     """The thresholds a leaf does not meet (empty: it meets them all)."""
     found = []
-    for name, limit in thresholds.items():
+    for name, limit in check_thresholds(thresholds).as_dict().items():
         field, kind = THRESHOLD_FIELDS[name]
         measured = leaf.value(field)
-        if measured is None:
+        if measured is None or (isinstance(measured, float) and math.isnan(measured)):
             if name == "max_accuracy_drop":
                 continue  # the baseline itself has no drop to measure
             found.append(Miss(name, limit, None))
@@ -95,10 +126,23 @@ def misses(leaf: LeafMetrics, thresholds: Mapping[str, float]) -> list[Miss]:
     return found
 
 
+def reasons(leaf: LeafMetrics, thresholds: Mapping[str, Any] | Thresholds) -> list[str]:
+    """Why a leaf is not deployable, one sentence per missed threshold (empty: it is)."""
+    return [miss.describe() for miss in misses(leaf, thresholds)]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
 def sort_key(leaf: LeafMetrics, objective: Objective):
     inf = math.inf
     latency = leaf.inference_ms if leaf.inference_ms is not None else inf
-    size = leaf.flash_bytes if leaf.flash_bytes is not None else leaf.tflite_bytes
+    size = leaf.flash_bytes or leaf.tflite_bytes  # 0 flash: weights in DRAM (Dedicated_Sram)
     accuracy = -leaf.int8_accuracy
     if objective == Objective.LATENCY:
         return (latency, size, accuracy, leaf.path)

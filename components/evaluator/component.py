@@ -12,7 +12,7 @@ from components import keys, params, spec_utils
 from components import types as artifact_types
 from components.core.errors import ConfigError
 from components.evaluator import executor
-from components.evaluator.thresholds import thresholds_from
+from components.evaluator.executor import thresholds_from
 
 DEFAULT_ID = "TFLiteEvaluator"
 

@@ -13,7 +13,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 
 from components import artifact_io, keys, params, types
-from components.evaluator import thresholds as thresholds_lib
+from components.core.selection import LeafMetrics, Thresholds, reasons as missed_thresholds
 
 METRICS_FILE_NAME = "metrics.json"
 
@@ -32,37 +32,42 @@ class Executor(base_executor.BaseExecutor):
         vela_model = artifact_io.optional_single(input_dict, keys.VELA_MODEL_KEY)
         evaluation = artifact_io.single(output_dict, keys.EVALUATION_KEY)
         blessing = artifact_io.single(output_dict, keys.BLESSING_KEY)
-        thresholds = thresholds_lib.thresholds_from(exec_properties)
+        thresholds = thresholds_from(exec_properties)
 
         tflite_bytes = artifact_io.read_bytes(tflite_artifact.uri, types.TFLITE_FILE_NAME)
         eval_ds = artifact_io.split_dataset(
             input_dict[keys.EXAMPLES_KEY], params.EVAL_SPLIT, exec_properties,
             artifact_io.tflite_input_shape(tflite_bytes))
-        measured = thresholds_lib.Measurements(
-            int8_accuracy=float(metrics.tflite_accuracy(tflite_bytes, eval_ds)),
+        int8_accuracy = float(metrics.tflite_accuracy(tflite_bytes, eval_ds))
+        baseline_accuracy = _float_or_none(artifact_io.get_property(baseline, types.INT8_ACCURACY))
+        technique = artifact_io.technique_path(tflite_artifact)
+        measured = LeafMetrics(
+            path=technique,
+            int8_accuracy=int8_accuracy,
             tflite_bytes=len(tflite_bytes),
-            baseline_accuracy=_float_or_none(
-                artifact_io.get_property(baseline, types.INT8_ACCURACY)),
+            # Without a baseline this leaf is the baseline: the drop does not apply to it.
+            accuracy_drop=(None if baseline_accuracy is None
+                           else baseline_accuracy - int8_accuracy),
             inference_ms=_float_or_none(artifact_io.get_property(vela_model, types.INFERENCE_MS)),
+            flash_bytes=_int_or_none(artifact_io.get_property(vela_model, types.FLASH_BYTES)),
             sram_bytes=_int_or_none(artifact_io.get_property(vela_model, types.SRAM_BYTES)),
         )
-        reasons = thresholds_lib.judge(measured, thresholds, has_baseline=baseline is not None)
+        reasons = missed_thresholds(measured, thresholds)
         blessed = not reasons
-        technique = artifact_io.technique_path(tflite_artifact)
         logging.info("%s: accuracy %.4f, blessed=%s, reasons=%s", technique,
                      measured.int8_accuracy, blessed, reasons)
 
         values = {
             types.INT8_ACCURACY: measured.int8_accuracy,
             types.NUM_EXAMPLES: data.count_examples(eval_ds),
-            types.BASELINE_ACCURACY: measured.baseline_accuracy,
+            types.BASELINE_ACCURACY: baseline_accuracy,
             types.ACCURACY_DROP: measured.accuracy_drop,
             types.TECHNIQUE_PATH: technique,
             types.QUANTIZATION: artifact_io.get_property(tflite_artifact, types.QUANTIZATION),
             types.TFLITE_BYTES: measured.tflite_bytes,
             types.INFERENCE_MS: measured.inference_ms,
             types.SRAM_BYTES: measured.sram_bytes,
-            types.FLASH_BYTES: artifact_io.get_property(vela_model, types.FLASH_BYTES),
+            types.FLASH_BYTES: measured.flash_bytes,
             types.TARGET: artifact_io.get_property(vela_model, types.TARGET),
             types.TFLITE_URI: tflite_artifact.uri,
             types.VELA_URI: vela_model.uri if vela_model else None,
@@ -97,6 +102,13 @@ class Executor(base_executor.BaseExecutor):
                     artifact_io.get_property(baseline, types.TFLITE_URI),
             })
         logging.info("Blessing %s written to %s", marker, blessing.uri)
+
+
+def thresholds_from(props: Dict[str, Any]) -> Thresholds:
+    """The validated Thresholds from the Evaluator's parameters."""
+    return Thresholds(**{name: props.get(name) for name in (
+        keys.MIN_ACCURACY_KEY, keys.MAX_ACCURACY_DROP_KEY, keys.MAX_TFLITE_BYTES_KEY,
+        keys.MAX_INFERENCE_MS_KEY, keys.MAX_SRAM_BYTES_KEY)})
 
 
 def _float_or_none(value: Any) -> float | None:

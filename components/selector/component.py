@@ -82,7 +82,7 @@ class Selector(base_component.BaseComponent):
             raise ConfigError(f"Selector: objective {objective!r} is not one of "
                               f"{', '.join(o.value for o in Objective)}") from None
         spec = SelectorSpec(
-            thresholds=json.dumps(check_thresholds(thresholds or {}), sort_keys=True),
+            thresholds=json.dumps(check_thresholds(thresholds or {}).as_dict(), sort_keys=True),
             objective=objective,
             model=types.Channel(type=standard_artifacts.Model),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),

@@ -46,6 +46,7 @@ class Executor(base_executor.BaseExecutor):
             types.INFERENCE_MS: float(summary.inference_ms),
             types.SRAM_BYTES: int(summary.sram_bytes),
             types.FLASH_BYTES: int(summary.flash_bytes),
+            types.DRAM_BYTES: int(summary.dram_bytes),
             types.ORIGINAL_WEIGHT_BYTES: int(summary.original_weight_bytes),
             types.ENCODED_WEIGHT_BYTES: int(summary.encoded_weight_bytes),
             types.NPU_OPS: int(summary.npu_ops),

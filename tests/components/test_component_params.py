@@ -8,7 +8,7 @@ import pytest
 
 from components import keys, params
 from components.core.errors import ConfigError, ModelLoadError
-from components.evaluator.thresholds import Measurements, Thresholds, judge
+from components.core.selection import LeafMetrics, Thresholds, reasons as judge
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -72,26 +72,27 @@ def test_thresholds_validate_ranges():
 
 
 def test_judge_names_every_failed_threshold_with_the_measured_value():
-    measured = Measurements(int8_accuracy=0.8, tflite_bytes=60000, baseline_accuracy=0.95,
-                            inference_ms=2.5, sram_bytes=40000)
+    measured = LeafMetrics("prune>ptq", int8_accuracy=0.8, tflite_bytes=60000,
+                           accuracy_drop=0.15, inference_ms=2.5, sram_bytes=40000)
     reasons = judge(measured, Thresholds(min_accuracy=0.9, max_accuracy_drop=0.05,
                                          max_tflite_bytes=50000, max_inference_ms=1.0,
                                          max_sram_bytes=30000))
     assert len(reasons) == 5
     text = json.dumps(reasons)
-    for fragment in ("0.8000 is below min_accuracy=0.9000", "drop 0.1500", "max_accuracy_drop",
-                     "60000 bytes exceeds max_tflite_bytes=50000", "2.5000 ms",
-                     "40000 bytes exceeds max_sram_bytes=30000"):
+    for fragment in ("int8_accuracy 0.8 is below min_accuracy=0.9", "accuracy_drop 0.15 is above",
+                     "tflite_bytes 60000 is above max_tflite_bytes=50000",
+                     "inference_ms 2.5 is above max_inference_ms=1",
+                     "sram_bytes 40000 is above max_sram_bytes=30000"):
         assert fragment in text
     assert judge(measured, Thresholds(min_accuracy=0.5, max_inference_ms=3.0)) == []
     assert judge(measured, Thresholds()) == []
 
 
-def test_judge_drop_applies_only_with_a_baseline():
-    alone = Measurements(int8_accuracy=0.9, tflite_bytes=1)
-    assert judge(alone, Thresholds(max_accuracy_drop=0.01), has_baseline=False) == []
-    reasons = judge(alone, Thresholds(max_accuracy_drop=0.01), has_baseline=True)
-    assert reasons and "no accuracy" in reasons[0]
+def test_judge_drop_does_not_apply_to_the_baseline_but_missing_vela_figures_fail():
+    baseline = LeafMetrics("ptq", int8_accuracy=0.9, tflite_bytes=1)
+    assert judge(baseline, Thresholds(max_accuracy_drop=0.01)) == []
+    reasons = judge(baseline, Thresholds(max_inference_ms=1.0))
+    assert reasons and "inference_ms was not measured" in reasons[0]
 
 
 # --- artifact plumbing ------------------------------------------------------------------------

@@ -8,7 +8,6 @@ an earlier run (TFX records CACHED executions whose outputs are the first run's 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import yaml

@@ -34,8 +34,9 @@ def test_unknown_key_is_an_error_naming_it():
 
 
 @pytest.mark.parametrize("override, match", [
-    ({"thresholds__min_accuracy": 1.5}, r"thresholds\.min_accuracy: .*less than or equal to 1 \(got 1\.5\)"),
-    ({"thresholds__max_inference_ms": -1}, r"thresholds\.max_inference_ms: .*greater than 0"),
+    ({"thresholds__min_accuracy": 1.5}, r"thresholds: min_accuracy=1\.5 is out of range; it must be in \[0, 1\]"),
+    ({"thresholds__max_inference_ms": -1}, r"thresholds: max_inference_ms=-1\.0 is out of range"),
+    ({"thresholds__max_tflite_bytes": "big"}, r"thresholds\.max_tflite_bytes: .*valid integer.*\(got 'big'\)"),
     ({"mode": "greedy"}, r"mode: .*'exhaustive' or 'progressive' \(got 'greedy'\)"),
     ({"leaves": ["prune>qat"]}, r"leaves: .*unknown leaf 'prune>qat'; allowed: ptq, qat"),
     ({"pruning__target_sparsity": 1.0}, r"pruning: .*target_sparsity"),

@@ -82,7 +82,7 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_focus_leaf_without_a_selection_follows_the_closest_then_the_most_accurate():
     records = [_record("ptq", 0.95, blessed=False), _record("prune>ptq", 0.90, blessed=False)]
     closest = SelectionInfo(explanation="No leaf meets the thresholds; closest is prune>ptq: "
-                                        "int8_accuracy 0.9 is below min_accuracy=0.97 by 0.07 (7%).")
+                                        "int8_accuracy 0.9 is below min_accuracy=0.97.")
     leaf, note = focus_leaf(records, closest)
     assert leaf.path == "prune>ptq" and "came closest" in note
     leaf, note = focus_leaf(records, SelectionInfo())

@@ -44,8 +44,8 @@ def test_missing_vela_figure_is_a_miss_not_a_pass():
 
 
 @pytest.mark.parametrize("thresholds, match", [
-    ({"min_accuracy": 1.5}, "min_accuracy must be in range"),
-    ({"max_tflite_bytes": 0}, "max_tflite_bytes must be > 0"),
+    ({"min_accuracy": 1.5}, r"min_accuracy=1.5 is out of range; it must be in \[0, 1\]"),
+    ({"max_tflite_bytes": 0}, "max_tflite_bytes=0 is out of range"),
     ({"max_latency": 3}, "Unknown threshold 'max_latency'"),
 ])
 def test_impossible_thresholds_are_config_errors(thresholds, match):
