@@ -18,12 +18,15 @@ $(STAMP): constraints.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable ".[test]"
 	@touch $(STAMP)
 
-# Headless Chromium renders the report in one test (skipped when absent); kubectl renders the
-# Kubernetes manifests. Debian packages; needs root (CI runs as root).
+# Debian packages some tests use (each skips with a reason when its tool is absent): Chromium
+# renders the report, MariaDB serves a MySQL-backed MLMD store, kubectl renders the manifests.
+# Needs root (CI runs as root).
+SYSTEM_TOOLS := chromium:chromium mariadbd:mariadb-server kubectl:kubernetes-client
 system-deps:
-	@command -v chromium >/dev/null && command -v kubectl >/dev/null || { \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver \
-	    $$(command -v kubectl >/dev/null || echo kubernetes-client) >/dev/null; }
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "Installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 demo: $(STAMP)
 	$(BIN)/collabopt demo --workdir $(WORKDIR)

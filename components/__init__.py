@@ -16,6 +16,8 @@ _COMPONENTS = {
     "TFLiteConverter": "components.tflite_converter.component",
     "VelaCompiler": "components.vela_compiler.component",
     "Evaluator": "components.evaluator.component",
+    "TFLiteModel": "components.types",
+    "VelaModel": "components.types",
 }
 
 __all__ = list(_COMPONENTS)

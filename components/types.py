@@ -6,16 +6,18 @@ Numbers a user filters or sorts on are custom properties of the artifacts, so `c
 from tfx.types import artifact
 
 
+# TYPE_NAME is `<package>.<Class>`: KubeflowV2DagRunner encodes it as the artifact's schema title
+# and the step's container imports the class back from it (`components` exports both types).
 class TFLiteModel(artifact.Artifact):
     """A `.tflite` flatbuffer (file `model.tflite` in the artifact URI)."""
 
-    TYPE_NAME = "TFLiteModel"
+    TYPE_NAME = "components.TFLiteModel"
 
 
 class VelaModel(artifact.Artifact):
     """A Vela-compiled `.tflite` for one Ethos-U target plus Vela's summary CSV."""
 
-    TYPE_NAME = "VelaModel"
+    TYPE_NAME = "components.VelaModel"
 
 
 TFLITE_FILE_NAME = "model.tflite"
@@ -70,3 +72,4 @@ SELECTED_PATH = "selected_path"            # technique path of the leaf chosen, 
 OBJECTIVE = "objective"
 RANKING = "ranking"                        # JSON list of passing leaves, best first
 EXPLANATION = "explanation"                # why this leaf, or which came closest and by how much
+CLOSEST_PATH = "closest_path"              # when none was selected: the nearest miss

@@ -104,9 +104,9 @@ def _order(path: str) -> int:
 
 
 def leaves_of_run(run: RunArtifacts) -> list[LeafRecord]:
-    tflites = {artifact_properties(a).get(t.TECHNIQUE_PATH): a for a in run.of_type("TFLiteModel")}
+    tflites = {artifact_properties(a).get(t.TECHNIQUE_PATH): a for a in run.of_type(t.TFLiteModel.TYPE_NAME)}
     velas: dict[str, list] = {}
-    for artifact in run.of_type("VelaModel"):
+    for artifact in run.of_type(t.VelaModel.TYPE_NAME):
         props = artifact_properties(artifact)
         velas.setdefault(props.get(t.TECHNIQUE_PATH), []).append(
             {field: props.get(field) for field in _VELA_FIELDS})

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import re
 from typing import Any, Iterable, Optional
 
 from ml_metadata.metadata_store import metadata_store
@@ -129,7 +128,8 @@ class Lineage:
             candidates = [a for a in candidates if a.type != "Examples"]
             if not candidates:
                 break
-            candidates.sort(key=lambda a: (a.type != "Model", a.type != "TFLiteModel", a.id))
+            candidates.sort(key=lambda a: (a.type != "Model", a.type != t.TFLiteModel.TYPE_NAME,
+                                           a.id))
             current = candidates[0]
             line.append(current)
         return line
@@ -339,23 +339,15 @@ def selected_model(store: metadata_store.MetadataStore, metadata_uri: str = "",
         raise NothingSelectedError(
             "The latest pipeline run has no Selector output: did the run finish? "
             f"`collabopt leaves --metadata {where}` shows what it produced.")
-    explanation = artifact_properties(models[-1]).get(t.EXPLANATION) or "no explanation recorded"
-    closest = closest_leaf(explanation)
+    props = artifact_properties(models[-1])
+    explanation = props.get(t.EXPLANATION) or "no explanation recorded"
+    closest = props.get(t.CLOSEST_PATH)
     hint = (f" Trace a leaf with `collabopt lineage --metadata {where} ARTIFACT_ID` "
             "(ids from `collabopt leaves --json`)")
     raise NothingSelectedError(
         f"No leaf was selected in the latest run: {explanation} "
         f"`collabopt leaves --metadata {where}` shows why each leaf missed the thresholds."
         + hint + (f", e.g. the closest leaf {closest!r}." if closest else "."))
-
-
-_CLOSEST = re.compile(r"closest is (\S+?):")
-
-
-def closest_leaf(explanation: str) -> Optional[str]:
-    """The leaf the Selector's explanation names as the nearest miss, if any."""
-    match = _CLOSEST.search(explanation or "")
-    return match.group(1) if match else None
 
 
 def read_lineage(metadata_uri: str, artifact_id: Optional[int] = None, selected: bool = False,
@@ -478,4 +470,4 @@ def _render(lineage: Lineage) -> Tree:
 
 __all__ = ["format_value", "Lineage", "ArtifactNode", "ExecutionNode", "InputRef",
            "NothingSelectedError",
-           "trace", "read_lineage", "selected_model", "selector_models", "closest_leaf"]
+           "trace", "read_lineage", "selected_model", "selector_models"]

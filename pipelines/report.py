@@ -29,7 +29,7 @@ from components.core.leaves import LEAVES
 from pipelines import mlmd
 from pipelines.leaves import (LeafRecord, artifact_properties, latest_run, leaves_of_run,
                               run_artifacts)
-from pipelines.lineage import Lineage, closest_leaf, format_value, selected_model, trace
+from pipelines.lineage import Lineage, format_value, selected_model, trace
 
 TEMPLATE = "report.html.j2"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -48,6 +48,7 @@ _NODE_COLOR = "#e3edf7"
 class SelectionInfo:
     selected_path: str = ""
     explanation: str = ""
+    closest_path: str = ""
     objective: str = ""
     ranking: tuple[str, ...] = ()
 
@@ -62,7 +63,7 @@ def _selection(run) -> SelectionInfo:
     props = artifact_properties(models[-1])
     ranking = props.get(t.RANKING)
     return SelectionInfo(props.get(t.SELECTED_PATH) or "", props.get(t.EXPLANATION) or "",
-                         props.get(t.OBJECTIVE) or "",
+                         props.get(t.CLOSEST_PATH) or "", props.get(t.OBJECTIVE) or "",
                          tuple(json.loads(ranking)) if ranking else ())
 
 
@@ -71,7 +72,7 @@ def focus_leaf(records: list[LeafRecord], selection: SelectionInfo) -> tuple[Lea
     by_path = {r.path: r for r in records}
     if selection.selected_path in by_path:
         return by_path[selection.selected_path], ""
-    closest = closest_leaf(selection.explanation)
+    closest = selection.closest_path
     if closest in by_path:
         return by_path[closest], (f"No leaf was selected: the plots and the lineage follow "
                                   f"{closest}, the leaf that came closest to the thresholds.")
@@ -153,16 +154,22 @@ def _fmt(value, spec: str) -> str:
 
 
 def _leaf_row(r: LeafRecord, focus: LeafRecord) -> dict[str, Any]:
+    def off_chip(v: dict[str, Any]) -> str:
+        value, kind = _off_chip(v)
+        return _fmt(value, ",") + (" (DRAM)" if kind == "DRAM" else "")
+
     targets = [{
         "target": v.get(t.TARGET) or "–", "ms": _fmt(v.get(t.INFERENCE_MS), ".4f"),
-        "sram": _fmt(v.get(t.SRAM_BYTES), ","), "flash": _fmt(v.get(t.FLASH_BYTES), ","),
+        "sram": _fmt(v.get(t.SRAM_BYTES), ","), "flash": off_chip(v),
         "ops": f"{_fmt(v.get(t.NPU_OPS), 'd')}/{_fmt(v.get(t.CPU_OPS), 'd')}",
     } for v in r.vela] or [{"target": "–", "ms": "–", "sram": "–", "flash": "–", "ops": "–"}]
     return {
         "path": r.path, "int8_accuracy": _fmt(r.int8_accuracy, ".4f"),
         "accuracy_drop": _fmt(r.accuracy_drop, "+.4f"), "tflite_bytes": _fmt(r.tflite_bytes, ","),
         "gzip_bytes": _fmt(r.gzip_bytes, ","), "sparsity": _fmt(r.sparsity, ".2f"),
-        "max_unique_per_kernel": _fmt(r.max_unique_per_kernel, "d"), "targets": targets,
+        "max_unique_per_kernel": _fmt(r.max_unique_per_kernel, "d"),
+        "max_unique_per_channel": _fmt(getattr(r, "max_unique_per_channel", None), "d"),
+        "targets": targets,
         "selected": r.selected, "blessed": r.blessed, "reasons": r.reasons,
         "focus": r.path == focus.path,
     }
@@ -201,10 +208,19 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i])
 
 
+def _off_chip(vela: dict[str, Any]) -> tuple[Optional[int], str]:
+    """Vela's off-chip bytes: flash (Shared_Sram memory modes) or DRAM (Dedicated_Sram)."""
+    flash, dram = vela.get(t.FLASH_BYTES), vela.get(t.DRAM_BYTES)
+    if dram and not flash:
+        return dram, "DRAM"
+    return flash, "flash"
+
+
 def _size(r: LeafRecord) -> tuple[Optional[float], str]:
-    flash = r.vela[0].get(t.FLASH_BYTES) if r.vela else None
-    if flash is not None:
-        return float(flash), "Vela flash bytes"
+    """The size a leaf is judged by: Vela's off-chip bytes on the first target, else .tflite."""
+    off_chip, _ = _off_chip(r.vela[0]) if r.vela else (None, "")
+    if off_chip is not None:
+        return float(off_chip), "Vela flash / DRAM bytes"
     return (float(r.tflite_bytes) if r.tflite_bytes is not None else None), ".tflite bytes"
 
 
@@ -345,8 +361,9 @@ def tree_nodes(records: list[LeafRecord], models: dict[str, dict[str, Any]]) -> 
         lines = [f"int8 acc {_fmt(r.int8_accuracy, '.3f')}"]
         if vela.get(t.INFERENCE_MS) is not None:
             lines.append(f"{vela[t.INFERENCE_MS]:.4g} ms")
-        if vela.get(t.FLASH_BYTES) is not None:
-            lines.append(f"flash {vela[t.FLASH_BYTES] / 1024:.1f} KiB")
+        off_chip, kind = _off_chip(vela)
+        if off_chip is not None:
+            lines.append(f"{kind} {off_chip / 1024:.1f} KiB")
         elif r.tflite_bytes is not None:
             lines.append(f"{r.tflite_bytes / 1024:.1f} KiB")
         title = ("PTQ int8" if steps[-1] == "ptq" else "int8") + f"  [{r.path}]"
@@ -478,7 +495,7 @@ def tflite_kernels(tflite_bytes: bytes) -> dict[str, tuple[Any, Any]]:
 
 def _stage_label(a) -> str:
     path = a.properties.get(t.TECHNIQUE_PATH) or "base"
-    if a.type == "TFLiteModel":
+    if a.type == t.TFLiteModel.TYPE_NAME:
         return f"int8 .tflite ({path})"
     if path == "base":
         return "float base model"
@@ -500,7 +517,7 @@ def weight_densities(store, lineage: Lineage, focus: LeafRecord, path: str) -> d
         return {"reason": f"the lineage of {focus.path} holds no .tflite", "stages": []}
     # From the leaf's .tflite back to the base model, then in the order the steps ran.
     chain = [a for a in reversed(lineage.chain(focus.tflite_id))
-             if a.type in ("Model", "TFLiteModel")]
+             if a.type in ("Model", t.TFLiteModel.TYPE_NAME)]
     protos = {p.id: p for p in store.get_artifacts_by_id([a.id for a in chain])}
     stages = []   # (artifact node, {name: float array}, {name: int array} or None)
     try:

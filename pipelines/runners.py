@@ -33,7 +33,7 @@ def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=
     runner = Runner(runner or config.runner)
     pipeline = build(config)
     total = len(pipeline.components)
-    with _watch(config.metadata, total, progress):
+    with _watch(config.metadata, config.pipeline_name, total, progress):
         if runner == Runner.BEAM:
             from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
             BeamDagRunner().run(pipeline)
@@ -55,8 +55,16 @@ def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
     return out
 
 
+def _node_id(store, execution_id: int, pipeline_name: str) -> Optional[str]:
+    """The pipeline node that ran an execution, from its `node` context (`<pipeline>.<node>`)."""
+    for context in store.get_contexts_by_execution(execution_id):
+        if context.name.startswith(pipeline_name + "."):
+            return context.name[len(pipeline_name) + 1:]
+    return None
+
+
 @contextlib.contextmanager
-def _watch(metadata_uri: str, total: int, progress) -> Iterator[None]:
+def _watch(metadata_uri: str, pipeline_name: str, total: int, progress) -> Iterator[None]:
     """Polls MLMD in a thread and reports executions finished since the run started."""
     if progress is None or "://" in metadata_uri:
         yield
@@ -77,8 +85,7 @@ def _watch(metadata_uri: str, total: int, progress) -> Iterator[None]:
                     continue
                 if execution.last_known_state in _DONE:
                     seen.add(execution.id)
-                    node = execution.properties.get("component_id")
-                    name = node.string_value if node else execution.name
+                    name = _node_id(store, execution.id, pipeline_name) or execution.name
                     progress(len(seen), total, f"{name} {_DONE[execution.last_known_state]}")
 
     thread = threading.Thread(target=poll, daemon=True)

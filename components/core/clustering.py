@@ -159,17 +159,17 @@ def _plan(model, params: ClusteringParams) -> list[str]:
                         params.number_of_clusters)
     selected = [layer for layer in selected if layer.name not in too_small]
     if not selected:
-        raise UnsupportedLayerError(
+        raise UnsupportedModelError(
             f"No layer of model '{model.name}' can be clustered with these parameters "
             f"(layers={list(params.layers) if params.layers else None}, number_of_clusters="
-            f"{params.number_of_clusters}). Name layers with Dense/Conv kernels in `layers`.", [])
+            f"{params.number_of_clusters}). Name layers with Dense/Conv kernels in `layers`.")
     return [layer.name for layer in selected]
 
 
 def check_clusterable(model: keras.Model, params: ClusteringParams) -> None:
     """Raises before any training when `model` cannot be clustered with `params`.
 
-    UnsupportedModelError: subclassed model.
+    UnsupportedModelError: subclassed model, or no layer left to cluster.
     UnsupportedLayerError: a layer to cluster is not supported by TFMOT (`.layers` names them),
         or a named Conv2D has too few weights for the clusters.
     ConfigError: `params.layers` names layers that do not exist or have no weights.

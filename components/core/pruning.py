@@ -11,9 +11,10 @@ What is pruned:
   * `sparsity_m_by_n=(2, 4)`: structured sparsity — at least m zeros in every n consecutive
     weights along the input-channel axis (TFLite's last kernel axis). TFMOT supports it for
     Dense and Conv2D kernels; the schedule's sparsity is then ignored (the mask is set at the
-    first step). Layers whose input-channel count is not a multiple of n (e.g. a first
-    convolution on a 1-channel image) cannot hold the pattern: with `layers=None` they are
-    left dense (and logged), naming one in `layers` is an error.
+    first step). Other layers (Conv1D, LSTM, ...) and layers whose input-channel count is not a
+    multiple of n (e.g. a first convolution on a 1- or 3-channel image) cannot hold the
+    pattern: with `layers=None` they are left dense (and logged), naming one in `layers` is an
+    error.
 
 Support is checked *before* any training (`check_prunable`) from TFMOT's prune registry; the
 error names the layers and the way out.
@@ -132,7 +133,8 @@ class PruningParams:
             if isinstance(m_by_n, str) or len(tuple(m_by_n)) != 2 \
                     or not all(is_int(v) for v in m_by_n):
                 raise ConfigError(
-                    f"sparsity_m_by_n must be a pair of integers (m, n), e.g. (2, 4), got {m_by_n!r}")
+                    "sparsity_m_by_n must be a pair of integers (m, n), e.g. (2, 4), "
+                    f"got {m_by_n!r}")
             m, n = (int(v) for v in m_by_n)
             if not 0 < m < n:
                 raise ConfigError(
@@ -259,20 +261,23 @@ def _plan(model, params: PruningParams) -> list[str]:
         m, n = params.sparsity_m_by_n
         kernels = {layer.name: _m_by_n_input_channels(layer) for layer in selected}
         wrong_type = [name for name, channels in kernels.items() if channels is None]
-        if wrong_type:
+        misfit = [name for name, channels in kernels.items()
+                  if channels is not None and channels % n]
+        if params.layers is not None and wrong_type:
             raise UnsupportedLayerError(
                 f"sparsity_m_by_n {(m, n)} is supported only for Dense and Conv2D kernels; "
                 f"layer(s) {wrong_type} are not. List only Dense/Conv2D layers in `layers`, or "
                 "use unstructured pruning (sparsity_m_by_n=null).", wrong_type)
-        misfit = [name for name, channels in kernels.items() if channels % n]
-        if misfit and params.layers is not None:
+        if params.layers is not None and misfit:
             raise UnsupportedLayerError(
                 f"Layer(s) {misfit} have an input-channel count "
                 f"({[kernels[name] for name in misfit]}) that is not a multiple of n={n}, so "
                 f"their kernels cannot hold {m}:{n} sparsity. Remove them from `layers`.", misfit)
-        if misfit:
-            logging.warning("Not pruning %s with %d:%d sparsity: their input channels are not a "
-                            "multiple of %d.", misfit, m, n, n)
+        if wrong_type or misfit:
+            logging.warning(
+                "Leaving %s dense: %d:%d sparsity needs a Dense/Conv2D kernel whose input "
+                "channels are a multiple of %d.", wrong_type + misfit, m, n, n)
+        misfit = wrong_type + misfit
         selected = [layer for layer in selected if layer.name not in misfit]
 
     if not selected:

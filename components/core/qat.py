@@ -6,8 +6,15 @@ quantize_apply(scheme)):
   pqat   Default8BitPrunePreserveQuantizeScheme — keeps the zeros of a pruned model.
   cqat   Default8BitClusterPreserveQuantizeScheme() — keeps the clusters of a clustered model.
   pcqat  Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True) — keeps both.
-         (Clusters of Conv2D kernels are kept per output channel — see `_verify`.)
   auto   measured from the incoming model (see `resolve_mode`).
+cqat/pcqat keep the clusters of Conv2D kernels per output channel (see `_verify`), and use one
+cluster-preserving weight quantizer per layer: TFMOT shares one among all layers of a kind and it
+silently drops PCQAT to CQAT after meeting a layer without zeros (see
+`_PerLayerClusterPreserveRegistry`). pqat/cqat/pcqat verify that the incoming sparsity / clusters
+survived and raise StructureLostError otherwise.
+
+Support is checked by running quantize_apply on a copy (TFMOT's layout transforms fold
+Conv2D+BatchNormalization and split SeparableConv2D, so its registry alone would misjudge them).
 
 The model returned by `quantize_aware_train` is the quantization-aware Keras model (layers
 wrapped in QuantizeWrapperV2; for cqat/pcqat the CQAT training variables are stripped with
@@ -43,10 +50,11 @@ from components.core.preservation import (MAX_CLUSTERED_UNIQUE, MIN_PRUNED_SPARS
 from components.core.pruning import clone_with_weights, ensure_functional, enum_param
 # Quantizer classes and registries that are not in TFMOT's public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the modules directly is safe.
-from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (  # noqa: E402,E501
-    cluster_preserve_quantize_registry as cqat_registry)
-from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E402,E501
-    prune_preserve_quantize_registry as pqat_registry)
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts import (  # noqa: E402
+    cluster_preserve, prune_preserve)
+
+_cqat_registry = cluster_preserve.cluster_preserve_quantize_registry
+_pqat_registry = prune_preserve.prune_preserve_quantize_registry
 
 # `auto` mode thresholds (see resolve_mode), shared with core.preservation's checks:
 # a kernel counts as pruned when at least MIN_PRUNED_SPARSITY of it is exactly zero (trained float
@@ -171,7 +179,8 @@ def resolve_mode(model: keras.Model, mode: QATMode | str = QATMode.AUTO) -> QATM
 # ---------------------------------------------------------------------------------------------
 # Schemes and support checks (before training)
 
-class _PerLayerClusterPreserveRegistry(cqat_registry.Default8bitClusterPreserveQuantizeRegistry):
+class _PerLayerClusterPreserveRegistry(
+        _cqat_registry.Default8bitClusterPreserveQuantizeRegistry):
     """TFMOT's cluster-preserve registry, with one weight quantizer per layer.
 
     TFMOT hands the *same* ClusterPreserve quantizer instance to every Dense (and every Conv2D)
@@ -184,7 +193,7 @@ class _PerLayerClusterPreserveRegistry(cqat_registry.Default8bitClusterPreserveQ
     def get_quantize_config(self, layer):
         config = super().get_quantize_config(layer)
         quantizer = getattr(config, "weight_quantizer", None)
-        if isinstance(quantizer, cqat_registry.ClusterPreserveDefaultWeightsQuantizer):
+        if isinstance(quantizer, _cqat_registry.ClusterPreserveDefaultWeightsQuantizer):
             config.weight_quantizer = copy.copy(quantizer)
         return config
 
@@ -262,6 +271,14 @@ def _quantize(model: keras.Model, mode: QATMode) -> keras.Model:
             refused[found.group(1)] = found.group(2).rsplit(".", 1)[-1]
             continue
         except ValueError as exc:
+            lambdas = [layer.name for layer in model.layers
+                       if isinstance(layer, keras.layers.Lambda)]
+            if lambdas and "Lambda" in str(exc):
+                raise UnsupportedLayerError(
+                    f"TFMOT cannot rebuild the Lambda layer(s) {lambdas} of model '{model.name}' "
+                    f"for {mode.value}: {exc} Replace each Lambda by built-in layers (e.g. "
+                    "Rescaling, ReLU, Reshape) or by a custom layer class with get_config().",
+                    lambdas) from exc
             if refused:
                 raise unsupported_error(f" ({exc})") from exc
             raise UnsupportedModelError(
@@ -341,13 +358,13 @@ def _custom_objects() -> dict:
     """Classes TFMOT may reference in a saved model beyond quantize_scope's own."""
     return {
         "ClusterPreserveDefault8BitWeightsQuantizer":
-            cqat_registry.ClusterPreserveDefault8BitWeightsQuantizer,
+            _cqat_registry.ClusterPreserveDefault8BitWeightsQuantizer,
         "ClusterPreserveDefault8BitConvWeightsQuantizer":
-            cqat_registry.ClusterPreserveDefault8BitConvWeightsQuantizer,
+            _cqat_registry.ClusterPreserveDefault8BitConvWeightsQuantizer,
         "PrunePreserveDefault8BitWeightsQuantizer":
-            pqat_registry.PrunePreserveDefault8BitWeightsQuantizer,
+            _pqat_registry.PrunePreserveDefault8BitWeightsQuantizer,
         "PrunePreserveDefault8BitConvWeightsQuantizer":
-            pqat_registry.PrunePreserveDefault8BitConvWeightsQuantizer,
+            _pqat_registry.PrunePreserveDefault8BitConvWeightsQuantizer,
     }
 
 

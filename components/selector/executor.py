@@ -54,6 +54,7 @@ class Executor(base_executor.BaseExecutor):
             t.OBJECTIVE: objective,
             t.RANKING: list(selection.ranking),
             t.EXPLANATION: selection.explanation,
+            t.CLOSEST_PATH: selection.closest.path if selection.closest else "",
         }
         if chosen:
             evaluation = evaluations[chosen.path]

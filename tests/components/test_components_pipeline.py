@@ -241,7 +241,7 @@ def test_pcqat_keeps_sparsity_and_clusters_in_tflite(chain_run):
     run = chain_run["run"]
     tflite = run.output("TFLiteConverter", "tflite_model")
     props = _props(tflite)
-    assert run.type_name(tflite) == "TFLiteModel"
+    assert run.type_name(tflite) == "components.TFLiteModel"
     assert props["technique_path"] == "prune>cluster>pcqat"
     assert props["quantization"] == "int8"
     assert props["min_kernel_sparsity"] >= 0.45
@@ -267,7 +267,7 @@ def test_vela_model_properties(chain_run):
     run = chain_run["run"]
     vela = run.output("VelaCompiler", "vela_model")
     props = _props(vela)
-    assert run.type_name(vela) == "VelaModel"
+    assert run.type_name(vela) == "components.VelaModel"
     assert props["target"] == "ethos-u55-128"
     assert props["technique_path"] == "prune>cluster>pcqat"
     assert props["optimise"] == "Performance"

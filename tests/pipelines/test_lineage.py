@@ -125,6 +125,7 @@ def _two_runs(tmp_path, selected_path: str, uri: str | None = None):
              {"model": base, "examples": examples}, {"optimized_model": pruned})]:
         fake.execute(node_id, component, ins, outs, state=pb.Execution.CACHED)
     chosen = fake.artifact("Model", "/root/selected", selected_path=selected_path,
+                           closest_path="" if selected_path else "prune>ptq",
                            explanation=("Selected prune>ptq." if selected_path else
                                         "No leaf meets the thresholds; closest is prune>ptq: "
                                         "int8_accuracy 0.8 is below min_accuracy=0.9."))
@@ -163,7 +164,7 @@ def test_side_inputs_are_listed_not_expanded_unless_full(tmp_path):
 
 def test_selected_without_a_selection_says_so_with_a_hint(tmp_path):
     fake, _ = _two_runs(tmp_path, "")
-    with pytest.raises(NothingSelectedError, match="closest is prune>ptq"):
+    with pytest.raises(NothingSelectedError, match="closest is prune>ptq.*the closest leaf 'prune>ptq'"):
         read_lineage(fake.uri, selected=True)
     result = CliRunner().invoke(main, ["lineage", "--metadata", fake.uri, "--selected"])
     assert result.exit_code == 2

@@ -1,6 +1,7 @@
 """`collabopt report`: the HTML page, its figures, and how it renders in a real browser."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -65,11 +66,11 @@ def _parse(path: str) -> _Page:
 
 
 def _record(path, accuracy, blessed=True, selected=False, ms=1.0) -> LeafRecord:
-    return LeafRecord(path=path, uri="", int8_accuracy=accuracy, accuracy_drop=None,
-                      tflite_bytes=1000, gzip_bytes=800, sparsity=0.0, max_unique_per_kernel=256,
-                      vela=[{"target": "ethos-u55-128", "inference_ms": ms, "flash_bytes": 900}],
-                      blessed=blessed, selected=selected, reasons=[], evaluation_id=1,
-                      tflite_id=2)
+    fields = {f.name: None for f in dataclasses.fields(LeafRecord)}
+    fields.update(path=path, uri="", int8_accuracy=accuracy, tflite_bytes=1000,
+                  vela=[{"target": "ethos-u55-128", "inference_ms": ms, "flash_bytes": 900}],
+                  blessed=blessed, selected=selected, reasons=[], evaluation_id=1, tflite_id=2)
+    return LeafRecord(**fields)
 
 
 # --- fast ----------------------------------------------------------------------------------------
@@ -82,7 +83,8 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_focus_leaf_without_a_selection_follows_the_closest_then_the_most_accurate():
     records = [_record("ptq", 0.95, blessed=False), _record("prune>ptq", 0.90, blessed=False)]
     closest = SelectionInfo(explanation="No leaf meets the thresholds; closest is prune>ptq: "
-                                        "int8_accuracy 0.9 is below min_accuracy=0.97.")
+                                        "int8_accuracy 0.9 is below min_accuracy=0.97.",
+                            closest_path="prune>ptq")
     leaf, note = focus_leaf(records, closest)
     assert leaf.path == "prune>ptq" and "came closest" in note
     leaf, note = focus_leaf(records, SelectionInfo())

@@ -167,7 +167,12 @@ def test_weightless_layers_and_tfmot_supported_layers_pass_the_check():
     x = keras.layers.MaxPooling1D(2)(x)
     x = keras.layers.Lambda(lambda t: t * 2.0)(x)
     x = keras.layers.Flatten()(x)
-    check_prunable(keras.Model(inputs, keras.layers.Dense(3)(x)), PruningParams())
+    model = keras.Model(inputs, keras.layers.Dense(3, name="dense")(x))
+    check_prunable(model, PruningParams())
+    # 2:4 sparsity applies to the Dense layer only; naming the Conv1D for it is an error.
+    check_prunable(model, PruningParams(sparsity_m_by_n=(2, 4)))
+    with pytest.raises(UnsupportedLayerError, match="conv1d"):
+        check_prunable(model, PruningParams(sparsity_m_by_n=(2, 4), layers=("conv1d", "dense")))
 
 
 def test_unknown_or_weightless_layer_names_are_config_errors(trained_digits_model):

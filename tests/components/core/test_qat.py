@@ -12,7 +12,7 @@ from components.core.errors import (ConfigError, ModelLoadError, StructureLostEr
                                     UnsupportedLayerError, UnsupportedModelError)
 from components.core.keras_compat import keras, tf, tfmot
 from components.core.metrics import keras_weight_structure
-from components.core.pruning import PruningParams, prune
+from components.core.pruning import PruningParams, clone_with_weights, prune
 from components.core.qat import (QATMode, check_quantizable, load_model, quantize_aware_train,
                                  resolve_mode, save_model)
 from components.core.training import TrainingParams, keras_accuracy
@@ -114,6 +114,31 @@ def test_qat_of_the_base_model_keeps_accuracy(trained_digits_model, digits_train
     assert keras_accuracy(result, digits_eval_ds) > max(0.8, base - 0.05)
 
 
+def _prune_and_cluster_by_hand(kernel: np.ndarray, clusters: int = 8) -> np.ndarray:
+    """Half the weights zeroed, the rest snapped to clusters - 1 values (+ zero = clusters)."""
+    out = kernel.copy()
+    out[np.abs(out) <= np.median(np.abs(out))] = 0
+    nonzero = out != 0
+    centroids = np.quantile(out[nonzero], np.linspace(0.05, 0.95, clusters - 1))
+    out[nonzero] = centroids[np.abs(out[nonzero][:, None] - centroids).argmin(axis=1)]
+    return out
+
+
+def test_pcqat_keeps_a_selectively_pruned_and_clustered_layer(trained_digits_model,
+                                                              digits_train_ds):
+    """Only dense1 is pruned + clustered. TFMOT shares one quantizer among Dense layers and it
+    turns itself into CQAT at the first layer without zeros (logits); collabopt gives every
+    layer its own, so dense1 keeps its zeros."""
+    model = clone_with_weights(trained_digits_model)
+    kernel, bias = model.get_layer("dense1").get_weights()
+    model.get_layer("dense1").set_weights([_prune_and_cluster_by_hand(kernel), bias])
+    assert resolve_mode(model) is QATMode.PCQAT
+    result = _stats(quantize_aware_train(model, digits_train_ds.take(10), "auto", ONE_EPOCH))
+    assert result["dense1"].sparsity >= 0.49
+    assert result["dense1"].unique_values <= 8
+    assert result["logits"].sparsity < 0.01 and result["logits"].unique_values > 64
+
+
 def test_a_scheme_that_destroys_the_structure_fails_loudly(pruned_clustered, digits_train_ds):
     plain = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme
     with mock.patch.object(qat, "_scheme", side_effect=lambda mode: plain()):
@@ -189,6 +214,33 @@ def test_conv1d_and_lstm_are_named_as_unsupported_by_qat():
     with pytest.raises(UnsupportedLayerError, match=r"(?s)conv1d.*lstm.*post-training") as info:
         check_quantizable(model)
     assert info.value.layers == ["conv1d", "lstm"]
+
+
+def test_conv_batchnorm_and_separable_conv_are_quantizable_but_lone_batchnorm_is_not():
+    inputs = keras.Input(shape=(8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)  # folded into the conv by TFMOT
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.SeparableConv2D(8, 3, name="separable")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    for mode in ("qat", "pcqat"):
+        check_quantizable(model, mode)
+
+    lone = keras.layers.BatchNormalization(name="lone_bn")(inputs)
+    lone = keras.layers.Flatten()(keras.layers.Conv2D(8, 3)(lone))
+    with pytest.raises(UnsupportedLayerError, match="lone_bn") as info:
+        check_quantizable(keras.Model(inputs, keras.layers.Dense(10)(lone)))
+    assert info.value.layers == ["lone_bn"]
+
+
+def test_python_lambda_layers_are_named_as_unsupported_by_qat():
+    inputs = keras.Input(shape=(8, 8, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inputs)
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(x))
+    with pytest.raises(UnsupportedLayerError, match="double") as info:
+        check_quantizable(keras.Model(inputs, keras.layers.Dense(10)(x)))
+    assert info.value.layers == ["double"]
 
 
 def test_already_quantization_aware_model_is_refused(pcqat_model):

@@ -1,0 +1,59 @@
+"""The executor shape shared by Pruner, SparseClusterer and PreservingQAT.
+
+Each reads a Keras model and Examples, checks before any training that the technique supports the
+model, applies it (core does the fine-tuning and verifies its own promise), measures the result
+and writes the Model with its properties. Subclasses say only what differs.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Dict, List
+
+from absl import logging
+from tfx import types as tfx_types
+from tfx.dsl.components.base import base_executor
+
+from components import artifact_io, keys, params, types
+
+
+class KerasStepExecutor(base_executor.BaseExecutor, abc.ABC):
+
+    @abc.abstractmethod
+    def prepare(self, model, exec_properties: Dict[str, Any]) -> str:
+        """Checks the model before training (raising a clear error) and returns the step name
+        appended to the technique path (e.g. 'prune', 'pcqat')."""
+
+    @abc.abstractmethod
+    def apply(self, model, train_ds, exec_properties: Dict[str, Any], step: str):
+        """Returns the optimized Keras model."""
+
+    def extra_properties(self, step: str) -> Dict[str, Any]:
+        return {}
+
+    def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
+           output_dict: Dict[str, List[tfx_types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        from components.core import metrics, training
+
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model_artifact = artifact_io.single(input_dict, keys.MODEL_KEY)
+        output = artifact_io.single(output_dict, keys.OPTIMIZED_MODEL_KEY)
+
+        model = artifact_io.load_model(model_artifact)
+        step = self.prepare(model, exec_properties)
+        train_ds, eval_ds = artifact_io.train_and_eval(
+            input_dict[keys.EXAMPLES_KEY], exec_properties, artifact_io.model_input_shape(model))
+        optimized = self.apply(model, train_ds, exec_properties, step)
+        structure = metrics.keras_weight_structure(optimized)
+        accuracy = training.keras_accuracy(optimized, eval_ds)
+        logging.info("%s: sparsity %.3f, max %d unique values per kernel, accuracy %.4f", step,
+                     structure.sparsity, structure.max_unique_per_kernel, accuracy)
+
+        artifact_io.save_model(optimized, output)
+        artifact_io.set_properties(output, {
+            types.TECHNIQUE_PATH: artifact_io.technique_path(model_artifact, step),
+            types.PARAMETERS: params.parameters_json(exec_properties),
+            **artifact_io.structure_properties(structure),
+            types.KERAS_ACCURACY: float(accuracy),
+            **self.extra_properties(step),
+        })
