@@ -444,53 +444,20 @@ def plot_tree(records: list[LeafRecord], models: dict[str, dict[str, Any]], focu
 # --- weight densities --------------------------------------------------------------------------
 
 def keras_kernels(model) -> dict[str, Any]:
-    """Kernel arrays of Conv / Dense layers by layer name (inside TFMOT wrappers too), as
-    core.metrics measures them."""
+    """Kernel arrays of Conv / Dense layers by layer name, as core.metrics measures them."""
     import numpy as np
 
     from components.core import metrics
 
-    found = {}
-    for layer in metrics._walk_layers(model):
-        kernel = metrics._keras_kernel(layer)
-        if kernel is not None:
-            name, values, _ = kernel
-            found[name] = np.asarray(values, dtype=np.float64)
-    return found
+    return {name: np.asarray(values, dtype=np.float64)
+            for name, values, _ in metrics.keras_kernels(model)}
 
 
 def tflite_kernels(tflite_bytes: bytes) -> dict[str, tuple[Any, Any]]:
-    """Int8 kernels of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops by layer name (named as
-    core.metrics.tflite_weight_structure names them): (stored values, dequantized values)."""
-    import numpy as np
-
+    """Kernels of the `.tflite` by layer name: (stored values, dequantized values)."""
     from components.core import metrics
 
-    interpreter = metrics._interpreter(tflite_bytes, delegates=False)
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
-    produced = {int(x) for op in ops for x in op["outputs"]}
-    found = {}
-    for op in ops:
-        axis = metrics._TFLITE_KERNEL_OPS.get(op["op_name"])
-        if axis is None or len(op["inputs"]) < 2:
-            continue
-        weight = int(op["inputs"][1])
-        if weight < 0 or weight in produced:
-            continue
-        values = interpreter.get_tensor(weight)
-        quant = details[weight]["quantization_parameters"]
-        scales, zero_points = np.asarray(quant["scales"]), np.asarray(quant["zero_points"])
-        if scales.size and np.issubdtype(values.dtype, np.integer):
-            shape = [1] * values.ndim
-            if scales.size > 1 and values.ndim > axis:
-                shape[axis] = -1
-            zp = zero_points.reshape(shape) if zero_points.size == scales.size else 0
-            dequantized = (values.astype(np.float64) - zp) * scales.reshape(shape)
-        else:
-            dequantized = values.astype(np.float64)
-        found.setdefault(metrics._kernel_name(op, details), (values, dequantized))
-    return found
+    return {k.name: (k.values, k.dequantized()) for k in metrics.tflite_kernels(tflite_bytes)}
 
 
 def _stage_label(a) -> str:

@@ -84,6 +84,17 @@ def kernel_stats(name: str, kernel: np.ndarray, channel_axis: int = -1,
 
 # --- Keras -----------------------------------------------------------------------------------
 
+def keras_kernels(model: keras.Model) -> list[tuple[str, np.ndarray, int]]:
+    """(layer name, kernel array, output-channel axis) of every Conv / DepthwiseConv / Dense layer,
+    also inside TFMOT wrappers (see keras_weight_structure for what is read from each wrapper)."""
+    found = []
+    for layer in _walk_layers(model):
+        kernel = _keras_kernel(layer)
+        if kernel is not None:
+            found.append(kernel)
+    return found
+
+
 def keras_weight_structure(model: keras.Model) -> WeightStructure:
     """Kernels of every Conv / DepthwiseConv / Dense layer, also inside TFMOT wrappers.
 
@@ -91,13 +102,8 @@ def keras_weight_structure(model: keras.Model) -> WeightStructure:
     applied to it in training; QAT keeps float weights). ClusterWeights: the clustered kernel, i.e.
     the cluster centroids gathered by the wrapper's pulling indices. Nested models are searched.
     """
-    kernels = []
-    for layer in _walk_layers(model):
-        found = _keras_kernel(layer)
-        if found is not None:
-            name, kernel, axis = found
-            kernels.append(kernel_stats(name, kernel, axis))
-    return WeightStructure(tuple(kernels))
+    return WeightStructure(tuple(kernel_stats(name, kernel, axis)
+                                 for name, kernel, axis in keras_kernels(model)))
 
 
 def _walk_layers(model) -> Iterable[keras.layers.Layer]:
@@ -209,13 +215,32 @@ def tflite_ops(tflite_bytes: bytes) -> list[dict]:
     return [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
 
 
-def tflite_weight_structure(tflite_bytes: bytes) -> WeightStructure:
+@dataclasses.dataclass(frozen=True)
+class TFLiteKernel:
+    """One weight tensor as stored in a `.tflite`, with its quantization."""
+
+    name: str
+    values: np.ndarray            # as stored: int8 for int8 / 16x8 / dynamic-range models
+    channel_axis: int
+    scales: np.ndarray            # empty when not quantized
+    zero_points: np.ndarray
+
+    def dequantized(self) -> np.ndarray:
+        if not self.scales.size or not np.issubdtype(self.values.dtype, np.integer):
+            return self.values.astype(np.float64)
+        shape = [1] * self.values.ndim
+        if self.scales.size > 1:
+            shape[self.channel_axis] = -1
+        zero_points = (self.zero_points.reshape(shape)
+                       if self.zero_points.size == self.scales.size else 0)
+        return (self.values.astype(np.float64) - zero_points) * self.scales.reshape(shape)
+
+
+def tflite_kernels(tflite_bytes: bytes) -> list[TFLiteKernel]:
     """Weight tensors of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops in the `.tflite`.
 
-    Weights are measured as stored: int8 for int8 / 16x8 / dynamic-range models, where symmetric
-    per-channel quantization has zero_point 0, so a zero stays an exact zero. A float16 weight
-    behind a DEQUANTIZE op is measured as float16. Each kernel is named after the Keras layer that
-    produced the op when the tensor names tell it, else `<OP>:<output tensor>`.
+    A float16 weight behind a DEQUANTIZE op is read as float16. Each kernel is named after the
+    Keras layer that produced the op when the tensor names tell it, else `<OP>:<output tensor>`.
     """
     interpreter = _interpreter(tflite_bytes, delegates=False)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
@@ -235,13 +260,22 @@ def tflite_weight_structure(tflite_bytes: bytes) -> WeightStructure:
         seen.add(weight)
         values = interpreter.get_tensor(weight)
         quant = details[weight]["quantization_parameters"]
-        zero_point = quant["zero_points"] if len(quant["scales"]) else None
         name = _kernel_name(op, details)
         if name in names:
             name = f"{name}#{op['index']}"
         names.add(name)
-        kernels.append(kernel_stats(name, values, axis if values.ndim > axis else -1, zero_point))
-    return WeightStructure(tuple(kernels))
+        kernels.append(TFLiteKernel(name, values, axis if values.ndim > axis else -1,
+                                    np.asarray(quant["scales"]), np.asarray(quant["zero_points"])))
+    return kernels
+
+
+def tflite_weight_structure(tflite_bytes: bytes) -> WeightStructure:
+    """The structure of tflite_kernels, measured as stored: with symmetric per-channel int8
+    quantization the zero point is 0, so a zero stays an exact zero."""
+    return WeightStructure(tuple(
+        kernel_stats(k.name, k.values, k.channel_axis,
+                     k.zero_points if k.scales.size else None)
+        for k in tflite_kernels(tflite_bytes)))
 
 
 def _kernel_name(op: dict, details: dict) -> str:
