@@ -27,10 +27,17 @@ def set_properties(artifact: artifact_lib.Artifact, values: Mapping[str, Any]) -
 
 
 def get_property(artifact: artifact_lib.Artifact, name: str, default: Any = None) -> Any:
-    """A custom property's value (int, float or str), or `default` when it is not set."""
+    """A custom property's value (int, float or str), or `default` when it is not set.
+
+    On Kubeflow an input artifact's properties arrive as KFP metadata, which TFX's container
+    entrypoint stores as JSON (struct) values, numbers as floats: those are returned as such.
+    """
     if not artifact.has_custom_property(name):
         return default
     value = artifact.mlmd_artifact.custom_properties[name]
     kind = value.WhichOneof("value")
+    if kind == "struct_value":
+        json_value = artifact.get_json_value_custom_property(name)
+        return default if json_value is None else json_value
     return {"int_value": value.int_value, "double_value": value.double_value,
             "string_value": value.string_value}.get(kind, default)

@@ -43,12 +43,18 @@ def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=
 
 
 def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
-    """Writes the KFP v2 pipeline spec (JSON) whose every step runs in `image`."""
+    """Writes the KFP v2 pipeline spec (JSON) whose every step runs in `image`.
+
+    Pipeline spec 2.1: KFP 2.x's driver resolves only `runtimeValue.constant` parameters and
+    hands them to the step as `ExecutorInput.inputs.parameterValues`, which TFX's entrypoint reads
+    only when the step also gets `--json_serialized_inputs_spec_args` (2.1 compiles both). With
+    TFX's default (2.0.0) a step would run with none of its parameters.
+    """
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_v2
 
     pipeline = create_pipeline(config, metadata_connection_config=None)
     runner = kfp_v2.KubeflowV2DagRunner(
-        config=kfp_v2.KubeflowV2DagRunnerConfig(default_image=image),
+        config=kfp_v2.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
         output_dir=os.path.dirname(os.path.abspath(out)),
         output_filename=os.path.basename(out))
     runner.run(pipeline, write_out=True)

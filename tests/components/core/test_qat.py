@@ -38,26 +38,6 @@ def _is_qat_model(model) -> bool:
 
 
 @pytest.fixture(scope="module")
-def pruned(trained_digits_model, digits_train_ds):
-    keras.utils.set_random_seed(5)
-    return prune(trained_digits_model, digits_train_ds, PruningParams(target_sparsity=0.5),
-                 ONE_EPOCH)
-
-
-@pytest.fixture(scope="module")
-def pruned_clustered(pruned, digits_train_ds):
-    return cluster(pruned, digits_train_ds,
-                   ClusteringParams(number_of_clusters=8, preserve_sparsity=True), ONE_EPOCH)
-
-
-@pytest.fixture(scope="module")
-def clustered(trained_digits_model, digits_train_ds):
-    keras.utils.set_random_seed(6)
-    return cluster(trained_digits_model, digits_train_ds.take(15),
-                   ClusteringParams(number_of_clusters=8), ONE_EPOCH)
-
-
-@pytest.fixture(scope="module")
 def pcqat_model(pruned_clustered, digits_train_ds):
     keras.utils.set_random_seed(7)
     return quantize_aware_train(pruned_clustered, digits_train_ds, QATMode.PCQAT, ONE_EPOCH)

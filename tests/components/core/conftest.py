@@ -1,0 +1,33 @@
+"""Optimized digits models shared by the core tests: each trained once per session."""
+from __future__ import annotations
+
+import pytest
+
+from components.core.clustering import ClusteringParams, cluster
+from components.core.keras_compat import keras
+from components.core.pruning import PruningParams, prune
+from components.core.training import TrainingParams
+
+ONE_EPOCH = TrainingParams(epochs=1, learning_rate=1e-4)
+
+
+@pytest.fixture(scope="session")
+def pruned(trained_digits_model, digits_train_ds):
+    keras.utils.set_random_seed(5)
+    return prune(trained_digits_model, digits_train_ds, PruningParams(target_sparsity=0.5),
+                 ONE_EPOCH)
+
+
+@pytest.fixture(scope="session")
+def pruned_clustered(pruned, digits_train_ds):
+    return cluster(pruned, digits_train_ds,
+                   ClusteringParams(number_of_clusters=8, preserve_sparsity=True), ONE_EPOCH)
+
+
+@pytest.fixture(scope="session")
+def clustered(trained_digits_model, digits_train_ds):
+    keras.utils.set_random_seed(6)
+    return cluster(trained_digits_model, digits_train_ds.take(15),
+                   ClusteringParams(number_of_clusters=8), ONE_EPOCH)
+
+
