@@ -14,7 +14,7 @@ from tfx.dsl.io import fileio
 from tfx.orchestration import pipeline as pipeline_lib
 
 from pipelines import mlmd
-from pipelines.config import PipelineConfig, Runner
+from pipelines.config import Mode, PipelineConfig, Runner
 from pipelines.tree import create_pipeline
 
 _DONE = {metadata_store_pb2.Execution.COMPLETE: "done", metadata_store_pb2.Execution.CACHED: "cached",
@@ -52,6 +52,11 @@ def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
     """
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_v2
 
+    if config.mode == Mode.PROGRESSIVE:
+        absl_logging.warning(
+            "mode: progressive compiles, but on Kubeflow Pipelines the gate Selectors consume the "
+            "outputs of tasks a condition may skip, which the open-source KFP backend cannot hand "
+            "on; this is unverified on a cluster. Use mode: exhaustive for Kubeflow runs.")
     pipeline = create_pipeline(config, metadata_connection_config=None)
     runner = kfp_v2.KubeflowV2DagRunner(
         config=kfp_v2.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
