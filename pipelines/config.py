@@ -242,3 +242,36 @@ def dump_config(config: PipelineConfig, path: str) -> None:
     data = config.model_dump(mode="json")
     with open(path, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
+
+
+def check_local_inputs(config: PipelineConfig) -> None:
+    """Before a local run: the Examples splits and the base model the config names exist.
+
+    Remote URIs (gs://, s3://) are left to the steps; a local typo fails here, before any work,
+    rather than minutes into the run.
+    """
+    import glob
+
+    data = config.data
+    if "://" not in data.examples:
+        if not os.path.isdir(data.examples):
+            raise ConfigError(f"data.examples: {data.examples!r} is not a directory. Point it at "
+                              "the folder that holds your train/ and eval/ TFRecord files.")
+        for key, pattern in (("train_pattern", data.train_pattern),
+                             ("eval_pattern", data.eval_pattern)):
+            if not glob.glob(os.path.join(data.examples, pattern)):
+                raise ConfigError(
+                    f"data.{key}: no file matches {pattern!r} under {data.examples!r}. An empty "
+                    f"split cannot train or evaluate a model: fix the pattern or add the files.")
+    base = config.base_model
+    if base.path and "://" not in base.path:
+        markers = ("saved_model.pb", os.path.join("Format-Serving", "saved_model.pb"))
+        if not os.path.exists(base.path):
+            raise ConfigError(f"base_model.path: {base.path!r} does not exist. Save your model "
+                              "with tf_keras `model.save(path)` and point base_model.path at it.")
+        if os.path.isdir(base.path) and not any(
+                os.path.exists(os.path.join(base.path, m)) for m in markers):
+            raise ConfigError(f"base_model.path: {base.path!r} holds no SavedModel "
+                              "(saved_model.pb). Save the model with tf_keras `model.save(path)`.")
+    if base.module_file and "://" not in base.module_file and not os.path.isfile(base.module_file):
+        raise ConfigError(f"base_model.module_file: {base.module_file!r} does not exist.")

@@ -14,7 +14,7 @@ from tfx.dsl.io import fileio
 from tfx.orchestration import pipeline as pipeline_lib
 
 from pipelines import mlmd
-from pipelines.config import Mode, PipelineConfig, Runner
+from pipelines.config import Mode, PipelineConfig, Runner, check_local_inputs
 from pipelines.tree import create_pipeline
 
 _DONE = {metadata_store_pb2.Execution.COMPLETE: "done", metadata_store_pb2.Execution.CACHED: "cached",
@@ -31,6 +31,7 @@ def build(config: PipelineConfig) -> pipeline_lib.Pipeline:
 def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=None) -> None:
     """Runs the pipeline to completion; `progress(done, total, last_node)` is called as nodes finish."""
     runner = Runner(runner or config.runner)
+    check_local_inputs(config)
     pipeline = build(config)
     total = len(pipeline.components)
     with _watch(config.metadata, config.pipeline_name, total, progress):

@@ -78,3 +78,35 @@ def test_load_config_resolves_paths_relative_to_the_file(tmp_path):
     path.write_text(yaml.safe_dump(_raw()))
     config = load_config(str(path))
     assert config.metadata == str(tmp_path / "sub" / "metadata.sqlite")
+
+
+def _local_config(tmp_path, **base_model):
+    from pipelines.demo.data import write_digits_examples
+
+    write_digits_examples(str(tmp_path / "data"))
+    raw = _raw()
+    raw["base_model"] = base_model or raw["base_model"]
+    return parse_config(raw, base_dir=str(tmp_path))
+
+
+def test_local_inputs_missing_model_is_named_before_the_run(tmp_path):
+    from pipelines.config import check_local_inputs
+
+    config = _local_config(tmp_path, path="no_such_model")
+    with pytest.raises(ConfigError, match="base_model.path: .*no_such_model.* does not exist"):
+        check_local_inputs(config)
+    (tmp_path / "not_a_model").mkdir()
+    config = _local_config(tmp_path, path="not_a_model")
+    with pytest.raises(ConfigError, match="holds no SavedModel"):
+        check_local_inputs(config)
+
+
+def test_local_inputs_empty_split_is_named(tmp_path):
+    from pipelines.config import check_local_inputs
+
+    config = _local_config(tmp_path)
+    check_local_inputs(config)  # the demo data is complete
+    config = config.model_copy(update={"data": config.data.model_copy(
+        update={"eval_pattern": "validation/*"})})
+    with pytest.raises(ConfigError, match=r"data.eval_pattern: no file matches 'validation/\*'"):
+        check_local_inputs(config)

@@ -157,3 +157,40 @@ def test_cli_run_reports_a_bad_config_without_a_traceback(tmp_path):
     assert result.exit_code == 2
     assert "mode" in result.output and "greedy" in result.output
     assert "Traceback" not in result.output
+
+
+def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, tree_inputs):
+    """Kill a run once the Pruner has finished; the re-run reuses it and completes the tree."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config_path = _config(tmp_path, tree_inputs, leaves=["ptq", "prune>ptq"])
+    config = load_config(config_path)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", config_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if os.path.exists(config.metadata):
+                try:
+                    if _executed_nodes(config.metadata).get("Pruner_prune"):
+                        break
+                except Exception:  # the store is being created or written
+                    pass
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    before = _executed_nodes(config.metadata)
+    assert before["Pruner_prune"] == 1 and not before.get("Selector")
+
+    runners.run(config)
+    after = _executed_nodes(config.metadata)
+    assert after["Pruner_prune"] == 1, "the finished Pruner was reused, not run again"
+    assert after["ImportExampleGen"] == 1
+    assert after["Selector"] == 1 and after["Evaluator_prune_ptq"] == 1
+    assert {leaf.path for leaf in read_leaves(config.metadata)} == {"ptq", "prune>ptq"}
