@@ -39,8 +39,8 @@ def _config(workdir, tree_inputs, **overrides) -> str:
 
     raw = demo_config()
     raw.update({
-        "data": {**raw["data"], "examples": str(tree_inputs / "data")},
-        "base_model": {"path": str(tree_inputs / "base_model")},
+        "data": {**raw["data"], "examples": str(tree_inputs / "data")} if tree_inputs else {},
+        "base_model": {"path": str(tree_inputs / "base_model")} if tree_inputs else {},
         "training": {**raw["training"], "epochs": 1},
         "targets": [{"accelerator_config": "ethos-u55-128"}],
     })
@@ -194,3 +194,37 @@ def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, tree_i
     assert after["ImportExampleGen"] == 1
     assert after["Selector"] == 1 and after["Evaluator_prune_ptq"] == 1
     assert {leaf.path for leaf in read_leaves(config.metadata)} == {"ptq", "prune>ptq"}
+
+
+def test_any_sequential_model_and_feature_keys(tmp_path):
+    """Not the demo: a Sequential MLP on flat 64-value features stored under other keys."""
+    from components.core.data import FeatureSpec, dataset_from_arrays, write_examples
+    from pipelines.demo.data import load_digits_arrays
+
+    spec = FeatureSpec(feature_key="pixels", label_key="digit", feature_shape=(64,))
+    (x_train, y_train), (x_eval, y_eval) = load_digits_arrays()
+    x_train, x_eval = x_train.reshape(-1, 64), x_eval.reshape(-1, 64)
+    write_examples(str(tmp_path / "data" / "train" / "part.tfrecord"), x_train, y_train, spec)
+    write_examples(str(tmp_path / "data" / "eval" / "part.tfrecord"), x_eval, y_eval, spec)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(shape=(64,)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(dataset_from_arrays(x_train, y_train, shuffle=True), epochs=10, verbose=0)
+    model.save(str(tmp_path / "mlp"))
+
+    config = load_config(_config(
+        tmp_path, {}, leaves=["ptq", "prune>cluster>pcqat"],
+        data={"examples": str(tmp_path / "data"), "feature_key": "pixels", "label_key": "digit",
+              "feature_shape": [64]},
+        base_model={"path": str(tmp_path / "mlp")}, thresholds={"min_accuracy": 0.8}))
+    runners.run(config)
+    leaves = {leaf.path: leaf for leaf in read_leaves(config.metadata)}
+    pcqat = leaves["prune>cluster>pcqat"]
+    assert pcqat.int8_accuracy >= 0.8 and pcqat.sparsity >= 0.45
+    assert pcqat.max_unique_per_channel <= 17  # 16 clusters, and the kept zero
+    assert pcqat.vela[0]["npu_ops"] >= 3 and pcqat.vela[0]["cpu_ops"] == 0
