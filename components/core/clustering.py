@@ -35,7 +35,7 @@ from components.core.errors import (ConfigError, StructureLostError, Unsupported
                                     UnsupportedModelError)
 from components.core.keras_compat import keras, tf, tfmot
 from components.core.pruning import (enum_param, is_int, layer_names_param, clone_with_weights,
-                                     ensure_functional, nested_model_error, resolve_layers)
+                                     supported_candidates)
 # TFMOT's registry of what it can cluster is not in its public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the module directly is safe.
 from tensorflow_model_optimization.python.core.clustering.keras import (  # noqa: E402
@@ -125,19 +125,9 @@ def _weights_per_cluster_group(layer, per_channel: bool) -> int:
 
 
 def _plan(model, params: ClusteringParams) -> list[str]:
-    ensure_functional(model, "clustering")
-    candidates = resolve_layers(model, params.layers)
-    nested_model_error(candidates, "clustering")
-    unsupported = [layer for layer in candidates if not _clusterable(layer)]
-    if unsupported:
-        described = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in unsupported)
-        raise UnsupportedLayerError(
-            f"TFMOT cannot cluster layer(s) {described}: they are not supported by the "
-            "ClusteringRegistry and are not a `ClusterableLayer`. Either skip them by listing only "
-            "the layers to cluster in `layers`, replace them with built-in layers TFMOT supports "
-            "(Conv1D/2D/3D, Dense, Embedding, LSTM/GRU, ...), or make them implement "
-            "tfmot.clustering.keras.ClusterableLayer (get_clusterable_weights).",
-            [layer.name for layer in unsupported])
+    candidates = supported_candidates(
+        model, params.layers, "clustering", _clusterable, "ClusteringRegistry",
+        "tfmot.clustering.keras.ClusterableLayer (get_clusterable_weights)")
     selected = [layer for layer in candidates if _clusters_weights(layer)]
 
     too_small = {}

@@ -190,6 +190,30 @@ def resolve_layers(model: keras.Model, names: tuple[str, ...] | None) -> list:
     return [by_name[n] for n in names]
 
 
+def supported_candidates(model, names: tuple[str, ...] | None, technique: str, supported,
+                         registry: str, protocol: str) -> list:
+    """The layers to wrap (all with weights, or those `names` lists), checked before training:
+    a subclassed or nested model, or a layer TFMOT cannot wrap, raises an error naming the way out.
+
+    `supported(layer)` asks TFMOT's `registry`; `protocol` is the tfmot interface a custom layer
+    can implement instead (e.g. 'tfmot.sparsity.keras.PrunableLayer (get_prunable_weights)').
+    """
+    ensure_functional(model, technique)
+    candidates = resolve_layers(model, names)
+    nested_model_error(candidates, technique)
+    unsupported = [layer for layer in candidates if not supported(layer)]
+    if unsupported:
+        described = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in unsupported)
+        raise UnsupportedLayerError(
+            f"TFMOT cannot apply {technique} to layer(s) {described}: they are not supported by "
+            f"the {registry} and do not implement its layer interface. Either skip them by "
+            f"listing only the layers to optimize in `layers`, replace them with built-in layers "
+            "TFMOT supports (Conv1D/2D/3D, Dense, LSTM/GRU, Embedding, ...), or make them "
+            f"implement {protocol}.",
+            [layer.name for layer in unsupported])
+    return candidates
+
+
 def nested_model_error(layers: list, technique: str) -> None:
     nested = [layer.name for layer in layers if isinstance(layer, keras.Model)]
     if nested:
@@ -231,19 +255,9 @@ def _pruning_policy(params: PruningParams):
 
 def _plan(model, params: PruningParams) -> list[str]:
     """Names of the layers to wrap with prune_low_magnitude; raises when that is impossible."""
-    ensure_functional(model, "pruning")
-    candidates = resolve_layers(model, params.layers)
-    nested_model_error(candidates, "pruning")
-    unsupported = [layer for layer in candidates if not _prunable(layer)]
-    if unsupported:
-        described = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in unsupported)
-        raise UnsupportedLayerError(
-            f"TFMOT cannot prune layer(s) {described}: they are not supported by the "
-            "PruneRegistry (built-in keras layers) and are not a `PrunableLayer`. Either skip "
-            "them by listing only the layers to prune in `layers`, replace them with built-in "
-            "layers TFMOT supports (Conv1D/2D/3D, Dense, LSTM/GRU, Embedding, ...), or make "
-            "them implement tfmot.sparsity.keras.PrunableLayer (get_prunable_weights).",
-            [layer.name for layer in unsupported])
+    candidates = supported_candidates(
+        model, params.layers, "pruning", _prunable, "PruneRegistry",
+        "tfmot.sparsity.keras.PrunableLayer (get_prunable_weights)")
     selected = [layer for layer in candidates if _prunes_weights(layer)]
 
     policy = _pruning_policy(params)
