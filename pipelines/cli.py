@@ -59,10 +59,19 @@ def _run_with_progress(config, runner=None):
         bar.update(task, completed=total, last="finished")
 
 
-def _print_leaves(metadata: str) -> None:
+def _print_outcome(config) -> None:
+    """The leaves table, then what was deployed (or why nothing was)."""
     from pipelines.leaves import leaves_table, read_leaves
 
-    out.print(leaves_table(read_leaves(metadata)))
+    records = read_leaves(config.metadata)
+    out.print(leaves_table(records))
+    selected = [r for r in records if r.selected]
+    if selected:
+        console.print(f"Selected [bold]{selected[0].path}[/]; the Pusher deploys it under "
+                      f"{config.serving_dir}", highlight=False)
+    else:
+        console.print("No leaf met the thresholds, so nothing was deployed; the verdict column "
+                      "says which threshold each leaf missed and by how much.", highlight=False)
 
 
 @main.command()
@@ -75,7 +84,7 @@ def run(config_path, runner):
 
     config = load_config(config_path)
     _run_with_progress(config, runner)
-    _print_leaves(config.metadata)
+    _print_outcome(config)
 
 
 @main.command()
@@ -96,8 +105,7 @@ def demo(workdir, runner, mode):
     console.print(f"Demo config: {config_path}")
     config = load_config(config_path)
     _run_with_progress(config)
-    _print_leaves(config.metadata)
-    console.print(f"Deployed model (if any leaf met the thresholds): {config.serving_dir}")
+    _print_outcome(config)
 
 
 @main.command()
