@@ -12,7 +12,6 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from components.core.errors import CollaboptError
 

@@ -6,9 +6,7 @@ import pytest
 from components.core.clustering import ClusteringParams, cluster
 from components.core.keras_compat import keras
 from components.core.pruning import PruningParams, prune
-from components.core.training import TrainingParams
-
-ONE_EPOCH = TrainingParams(epochs=1, learning_rate=1e-4)
+from tests.components.core.helpers import ONE_EPOCH
 
 
 @pytest.fixture(scope="session")

@@ -9,30 +9,9 @@ from components.core.errors import ConfigError, UnsupportedLayerError, Unsupport
 from components.core.keras_compat import keras, tf
 from components.core.metrics import keras_weight_structure
 from components.core.pruning import PruningParams, prune
-from components.core.training import TrainingParams, keras_accuracy
+from components.core.training import keras_accuracy
+from tests.components.core.helpers import ONE_EPOCH, KERNEL_LAYERS, _Scale, _Subclassed
 
-ONE_EPOCH = TrainingParams(epochs=1, learning_rate=1e-4)
-KERNEL_LAYERS = ("conv1", "conv2", "conv3", "dense1", "logits")
-
-
-class _Scale(keras.layers.Layer):
-    """A custom layer with a weight that TFMOT knows nothing about."""
-
-    def build(self, input_shape):
-        self.scale = self.add_weight("scale", shape=(input_shape[-1],), initializer="ones")
-
-    def call(self, inputs):
-        return inputs * self.scale
-
-
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.flatten = keras.layers.Flatten()
-        self.dense = keras.layers.Dense(10)
-
-    def call(self, inputs):
-        return self.dense(self.flatten(inputs))
 
 
 def _stats(model):

@@ -14,9 +14,8 @@ from components.core.keras_compat import keras
 from components.core.metrics import tflite_accuracy, tflite_weight_structure
 from components.core.qat import QATMode, quantize_aware_train
 from components.core.tflite import QuantizationMode, convert
-from components.core.training import TrainingParams
+from tests.components.core.helpers import ONE_EPOCH
 
-ONE_EPOCH = TrainingParams(epochs=1, learning_rate=1e-4)
 CLUSTERS = 8
 PRUNED = {"prune>ptq", "prune>pqat", "prune>cluster>ptq", "prune>cluster>pcqat"}
 CLUSTERED = {"cluster>ptq", "cluster>cqat", "prune>cluster>ptq", "prune>cluster>pcqat"}

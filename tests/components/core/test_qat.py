@@ -7,18 +7,16 @@ import numpy as np
 import pytest
 
 from components.core import qat
-from components.core.clustering import ClusteringParams, cluster
 from components.core.errors import (ConfigError, ModelLoadError, StructureLostError,
                                     UnsupportedLayerError, UnsupportedModelError)
 from components.core.keras_compat import keras, tf, tfmot
 from components.core.metrics import keras_weight_structure
-from components.core.pruning import PruningParams, clone_with_weights, prune
+from components.core.pruning import clone_with_weights
 from components.core.qat import (QATMode, check_quantizable, load_model, quantize_aware_train,
                                  resolve_mode, save_model)
-from components.core.training import TrainingParams, keras_accuracy
+from components.core.training import keras_accuracy
+from tests.components.core.helpers import ONE_EPOCH, KERNEL_LAYERS, _Subclassed
 
-ONE_EPOCH = TrainingParams(epochs=1, learning_rate=1e-4)
-KERNEL_LAYERS = ("conv1", "conv2", "conv3", "dense1", "logits")
 
 
 def _stats(model):
@@ -167,16 +165,6 @@ def test_load_of_a_corrupt_saved_model_names_the_path(tmp_path):
     (broken / "saved_model.pb").write_bytes(b"\x00not a protobuf\xff" * 8)
     with pytest.raises(ModelLoadError, match=r"(?s)broken.*corrupt"):
         load_model(str(broken))
-
-
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.flatten = keras.layers.Flatten()
-        self.dense = keras.layers.Dense(10)
-
-    def call(self, inputs):
-        return self.dense(self.flatten(inputs))
 
 
 def test_subclassed_model_is_refused_before_training():
