@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from ml_metadata.proto import metadata_store_pb2
 from tfx.types import artifact as artifact_lib
 
 
@@ -26,6 +27,13 @@ def set_properties(artifact: artifact_lib.Artifact, values: Mapping[str, Any]) -
             raise TypeError(f"Property {name!r}: unsupported type {type(value).__name__}")
 
 
+def property_value(value: metadata_store_pb2.Value, default: Any = None) -> Any:
+    """The int, float or str held by an MLMD property value (`default` for other kinds)."""
+    kind = value.WhichOneof("value")
+    return {"int_value": value.int_value, "double_value": value.double_value,
+            "string_value": value.string_value}.get(kind, default)
+
+
 def get_property(artifact: artifact_lib.Artifact, name: str, default: Any = None) -> Any:
     """A custom property's value (int, float or str), or `default` when it is not set.
 
@@ -35,9 +43,7 @@ def get_property(artifact: artifact_lib.Artifact, name: str, default: Any = None
     if not artifact.has_custom_property(name):
         return default
     value = artifact.mlmd_artifact.custom_properties[name]
-    kind = value.WhichOneof("value")
-    if kind == "struct_value":
+    if value.WhichOneof("value") == "struct_value":
         json_value = artifact.get_json_value_custom_property(name)
         return default if json_value is None else json_value
-    return {"int_value": value.int_value, "double_value": value.double_value,
-            "string_value": value.string_value}.get(kind, default)
+    return property_value(value, default)

@@ -12,15 +12,10 @@ from rich.table import Table
 from components import types as t
 from components.core.errors import CollaboptError
 from components.core.leaves import LEAVES
+from components.properties import property_value
 from pipelines import mlmd
 
 PIPELINE_RUN_CONTEXT = "pipeline_run"
-
-
-def property_value(value: metadata_store_pb2.Value) -> Any:
-    kind = value.WhichOneof("value")
-    return {"int_value": value.int_value, "double_value": value.double_value,
-            "string_value": value.string_value}.get(kind)
 
 
 def artifact_properties(artifact: metadata_store_pb2.Artifact) -> dict[str, Any]:

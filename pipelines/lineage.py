@@ -34,8 +34,9 @@ from components import keys
 from components import types as t
 from components.core.errors import CollaboptError
 from components.core.leaves import LEAVES, leaf_key
+from components.properties import property_value
 from pipelines import mlmd
-from pipelines.leaves import artifact_properties, latest_run, property_value, run_artifacts
+from pipelines.leaves import artifact_properties, latest_run, run_artifacts
 
 Event = metadata_store_pb2.Event
 Execution = metadata_store_pb2.Execution
