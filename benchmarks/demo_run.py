@@ -38,7 +38,7 @@ def timed_run(args: list[str]) -> dict:
 def execution_counts(metadata: str) -> dict[str, int]:
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipelines.mlmd import open_store
+    from collabopt.pipelines.mlmd import open_store
 
     store = open_store(metadata)
     latest = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
@@ -57,7 +57,7 @@ def main() -> None:
     workdir = args.workdir or tempfile.mkdtemp(prefix="collabopt-bench-")
     if os.path.exists(os.path.join(workdir, "metadata.sqlite")):
         shutil.rmtree(workdir)
-    cli = [sys.executable, "-m", "pipelines.cli", "demo", "--workdir", workdir]
+    cli = [sys.executable, "-m", "collabopt.pipelines.cli", "demo", "--workdir", workdir]
 
     first = timed_run(cli)
     first["executions"] = execution_counts(os.path.join(workdir, "metadata.sqlite"))

@@ -6,7 +6,7 @@
   `core.qat.save_model`, so a standard Pusher or Evaluator finds them where it finds a Trainer's.
 - Examples: the `train` and `eval` splits of an `Examples` artifact as tf.data, through
   `core.data` (the one input path).
-- Properties: typed custom properties, through `components.properties`.
+- Properties: typed custom properties, through `collabopt.components.properties`.
 - Technique path: the input's `technique_path` extended by this step. An input without one (from a
   Trainer or an Importer) or with `base` is the base model: its first step *replaces* `base`, so a
   base model pruned, then clustered, then PCQAT-trained is `prune>cluster>pcqat`, and `base`
@@ -26,8 +26,8 @@ from tfx.types import artifact as tfx_artifact
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
-from components import params, properties, types
-from components.core.errors import DatasetError, ModelLoadError
+from collabopt.components import params, properties, types
+from collabopt.components.core.errors import DatasetError, ModelLoadError
 
 BASE_TECHNIQUE = "base"
 TECHNIQUE_SEPARATOR = ">"
@@ -58,7 +58,7 @@ def model_path(model: tfx_artifact.Artifact) -> str:
 
 def load_model(model: tfx_artifact.Artifact):
     """The Keras model in a `Model` artifact (plain, or QAT / PQAT / CQAT / PCQAT)."""
-    from components.core import qat
+    from collabopt.components.core import qat
 
     path = model_path(model)
     logging.info("Loading the Keras model at %s", path)
@@ -67,7 +67,7 @@ def load_model(model: tfx_artifact.Artifact):
 
 def save_model(keras_model, model: tfx_artifact.Artifact) -> str:
     """Saves to `<uri>/Format-Serving/` (a Trainer's layout) with core.qat.save_model."""
-    from components.core import qat
+    from collabopt.components.core import qat
 
     path = path_utils.serving_model_dir(model.uri)
     qat.save_model(keras_model, path)
@@ -114,7 +114,7 @@ def rename_file(src: str, uri: str, file_name: str) -> str:
 
 def tflite_input_shape(tflite_bytes: bytes) -> tuple[int, ...] | None:
     """The `.tflite` model's first input shape without the batch dimension."""
-    from components.core.keras_compat import tf
+    from collabopt.components.core.keras_compat import tf
 
     details = tf.lite.Interpreter(model_content=tflite_bytes).get_input_details()
     if len(details) != 1:
@@ -128,7 +128,7 @@ def split_dataset(examples: Iterable[tfx_artifact.Artifact], split: str,
                   props: Mapping[str, Any], input_shape: Iterable[int] | None = None,
                   shuffle: bool = False):
     """One split of an `Examples` artifact as batches of (features, labels)."""
-    from components.core import data
+    from collabopt.components.core import data
 
     examples = list(examples)
     try:

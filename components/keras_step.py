@@ -13,7 +13,7 @@ from absl import logging
 from tfx import types as tfx_types
 from tfx.dsl.components.base import base_executor
 
-from components import artifact_io, keys, params, types
+from collabopt.components import artifact_io, keys, params, types
 
 
 class KerasStepExecutor(base_executor.BaseExecutor, abc.ABC):
@@ -33,7 +33,7 @@ class KerasStepExecutor(base_executor.BaseExecutor, abc.ABC):
     def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
            output_dict: Dict[str, List[tfx_types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        from components.core import metrics, training
+        from collabopt.components.core import metrics, training
 
         self._log_startup(input_dict, output_dict, exec_properties)
         model_artifact = artifact_io.single(input_dict, keys.MODEL_KEY)

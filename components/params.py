@@ -2,7 +2,7 @@
 
 The six components take primitive parameters (str / int / float / bool) because TFX stores them
 as execution properties in ML Metadata. This module turns such a mapping (keyed by the constants
-of `components.keys`) into the typed records of `components.core` — the same function runs in a
+of `collabopt.components.keys`) into the typed records of `collabopt.components.core` — the same function runs in a
 component's `__init__` (so a bad value fails when the pipeline is built) and in its executor.
 
 List-like parameters are strings: `layers="conv1,dense1"` or `layers='["conv1", "dense1"]'`,
@@ -14,8 +14,8 @@ import enum
 import json
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from components import keys
-from components.core.errors import ConfigError
+from collabopt.components import keys
+from collabopt.components.core.errors import ConfigError
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -137,7 +137,7 @@ def feature_spec(props: Mapping[str, Any], model_input_shape: Iterable[int] | No
 
     Raises ConfigError when neither is known.
     """
-    from components.core.data import FeatureSpec
+    from collabopt.components.core.data import FeatureSpec
 
     shape = parse_int_list(keys.FEATURE_SHAPE_KEY, props.get(keys.FEATURE_SHAPE_KEY))
     if shape is None and model_input_shape is not None:
@@ -178,7 +178,7 @@ def batch_size(props: Mapping[str, Any]) -> int:
 
 def training_params(props: Mapping[str, Any]):
     """A core.training.TrainingParams from epochs / learning_rate."""
-    from components.core.training import TrainingParams
+    from collabopt.components.core.training import TrainingParams
 
     epochs = props.get(keys.EPOCHS_KEY, DEFAULT_EPOCHS)
     learning_rate = props.get(keys.LEARNING_RATE_KEY, DEFAULT_LEARNING_RATE)
@@ -190,7 +190,7 @@ def training_params(props: Mapping[str, Any]):
 
 def pruning_params(props: Mapping[str, Any]):
     """A core.pruning.PruningParams (validated by its __post_init__)."""
-    from components.core.pruning import PruningParams, PruningSchedule
+    from collabopt.components.core.pruning import PruningParams, PruningSchedule
 
     kwargs: dict[str, Any] = {}
     for key in (keys.TARGET_SPARSITY_KEY, keys.INITIAL_SPARSITY_KEY, keys.BEGIN_STEP_KEY,
@@ -211,7 +211,7 @@ def pruning_params(props: Mapping[str, Any]):
 
 def clustering_params(props: Mapping[str, Any]):
     """A core.clustering.ClusteringParams (validated by its __post_init__)."""
-    from components.core.clustering import CentroidInitialization, ClusteringParams
+    from collabopt.components.core.clustering import CentroidInitialization, ClusteringParams
 
     kwargs: dict[str, Any] = {}
     for key in (keys.NUMBER_OF_CLUSTERS_KEY, keys.PRESERVE_SPARSITY_KEY,
@@ -230,14 +230,14 @@ def clustering_params(props: Mapping[str, Any]):
 
 def qat_mode(props: Mapping[str, Any]):
     """A core.qat.QATMode from `mode`."""
-    from components.core.qat import QATMode
+    from collabopt.components.core.qat import QATMode
 
     return parse_enum(keys.MODE_KEY, QATMode, props.get(keys.MODE_KEY) or "auto")
 
 
 def quantization_mode(props: Mapping[str, Any]):
     """A core.tflite.QuantizationMode from `quantization`."""
-    from components.core.tflite import QuantizationMode
+    from collabopt.components.core.tflite import QuantizationMode
 
     return parse_enum(keys.QUANTIZATION_KEY, QuantizationMode,
                       props.get(keys.QUANTIZATION_KEY) or "int8")
@@ -252,7 +252,7 @@ def num_calibration_samples(props: Mapping[str, Any]) -> int:
 
 def vela_options(props: Mapping[str, Any]):
     """A core.vela.VelaOptions (validated by its __post_init__)."""
-    from components.core.vela import Optimise, VelaOptions
+    from collabopt.components.core.vela import Optimise, VelaOptions
 
     kwargs: dict[str, Any] = {}
     for key in (keys.ACCELERATOR_CONFIG_KEY, keys.SYSTEM_CONFIG_KEY, keys.MEMORY_MODE_KEY):

@@ -1,4 +1,4 @@
-"""Shared pieces of the six ComponentSpecs and constructors (the TFX side of components.params)."""
+"""Shared pieces of the six ComponentSpecs and constructors (the TFX side of collabopt.components.params)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -7,8 +7,8 @@ from tfx.dsl.placeholder import placeholder_base
 from tfx.orchestration import data_types
 from tfx.types.component_spec import ExecutionParameter
 
-from components import keys, params
-from components.core.errors import ConfigError
+from collabopt.components import keys, params
+from collabopt.components.core.errors import ConfigError
 
 # Parameters of every component that reads Examples.
 DATA_PARAMETERS = {

@@ -6,18 +6,24 @@ Numbers a user filters or sorts on are custom properties of the artifacts, so `c
 from tfx.types import artifact
 
 
-# TYPE_NAME is `<package>.<Class>`: KubeflowV2DagRunner encodes it as the artifact's schema title
-# and the step's container imports the class back from it (`components` exports both types).
+# KubeflowV2DagRunner writes TYPE_NAME as the artifact's schema title, which must match
+# `^[a-z][a-z0-9-_]{2,20}[.][A-Z][a-zA-Z0-9-_]{2,49}$` (one dot: tfx/orchestration/kubeflow/v2/
+# compiler_utils.py), and the step's container imports the class back from that title
+# (`import_class_by_path`). So the names are `collabopt.<Class>` and the top-level `collabopt`
+# package exports both classes. These names are written into every ML Metadata store.
+TYPE_NAMESPACE = "collabopt"
+
+
 class TFLiteModel(artifact.Artifact):
     """A `.tflite` flatbuffer (file `model.tflite` in the artifact URI)."""
 
-    TYPE_NAME = "components.TFLiteModel"
+    TYPE_NAME = f"{TYPE_NAMESPACE}.TFLiteModel"
 
 
 class VelaModel(artifact.Artifact):
     """A Vela-compiled `.tflite` for one Ethos-U target plus Vela's summary CSV."""
 
-    TYPE_NAME = "components.VelaModel"
+    TYPE_NAME = f"{TYPE_NAMESPACE}.VelaModel"
 
 
 TFLITE_FILE_NAME = "model.tflite"

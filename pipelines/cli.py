@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from components.core.errors import CollaboptError
+from collabopt.components.core.errors import CollaboptError
 
 # Tables are wide: give them room when the output is a file or a pipe rather than a terminal.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -41,7 +41,7 @@ def main():
 
 
 def _run_with_progress(config, runner=None):
-    from pipelines import runners
+    from collabopt.pipelines import runners
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
@@ -60,7 +60,7 @@ def _run_with_progress(config, runner=None):
 
 def _print_outcome(config) -> None:
     """The leaves table, then what was deployed (or why nothing was)."""
-    from pipelines.leaves import leaves_table, read_leaves
+    from collabopt.pipelines.leaves import leaves_table, read_leaves
 
     records = read_leaves(config.metadata)
     out.print(leaves_table(records))
@@ -79,7 +79,7 @@ def _print_outcome(config) -> None:
               help="Override the config's runner.")
 def run(config_path, runner):
     """Build the deployment tree from CONFIG_PATH (YAML), run it, and print the leaves."""
-    from pipelines.config import load_config
+    from collabopt.pipelines.config import load_config
 
     config = load_config(config_path)
     _run_with_progress(config, runner)
@@ -97,8 +97,8 @@ def demo(workdir, runner, mode):
     Writes into WORKDIR the config it used (pipeline.yaml: edit and re-run it with
     `collabopt run`), metadata.sqlite, pipeline_root/ and serving/.
     """
-    from pipelines.config import load_config
-    from pipelines.demo.setup import write_demo
+    from collabopt.pipelines.config import load_config
+    from collabopt.pipelines.demo.setup import write_demo
 
     config_path = write_demo(workdir, runner=runner, mode=mode)
     console.print(f"Demo config: {config_path}")
@@ -113,7 +113,7 @@ def demo(workdir, runner, mode):
 @click.option("--run-id", default=None, help="A pipeline run id (default: the latest run).")
 def leaves(metadata, as_json, run_id):
     """Every leaf of the last run with its metrics, read from ML Metadata alone."""
-    from pipelines.leaves import leaves_table, read_leaves
+    from collabopt.pipelines.leaves import leaves_table, read_leaves
 
     records = read_leaves(metadata, run_id=run_id)
     if as_json:
@@ -136,7 +136,7 @@ def leaves(metadata, as_json, run_id):
 def lineage(metadata, artifact_id, selected, as_json, full, run_id):
     """Which steps and parameters produced ARTIFACT_ID (or the --selected model), back to the
     base model and the Examples, read from ML Metadata alone."""
-    from pipelines.lineage import read_lineage
+    from collabopt.pipelines.lineage import read_lineage
 
     if (artifact_id is None) == (not selected):
         raise click.UsageError("give exactly one of ARTIFACT_ID or --selected "
@@ -158,7 +158,7 @@ def lineage(metadata, artifact_id, selected, as_json, full, run_id):
 def report(metadata, out_dir, run_id):
     """A self-contained HTML report of the last run: leaves, Pareto fronts, the deployment tree
     and the weights of the selected leaf along its path."""
-    from pipelines.report import build_report
+    from collabopt.pipelines.report import build_report
 
     index = build_report(metadata, out_dir, run_id=run_id)
     console.print(f"Wrote {os.path.abspath(index)}")
@@ -173,8 +173,8 @@ def report(metadata, out_dir, run_id):
               help="Override the config's pipeline_root (e.g. gs://…, s3://…, minio://…).")
 def compile_(config_path, out_path, image, pipeline_root):
     """Compile the deployment tree for Kubeflow Pipelines v2 (TFX KubeflowV2DagRunner)."""
-    from pipelines import runners
-    from pipelines.config import load_config
+    from collabopt.pipelines import runners
+    from collabopt.pipelines.config import load_config
 
     config = load_config(config_path)
     if pipeline_root:

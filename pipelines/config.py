@@ -14,9 +14,9 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.core.errors import ConfigError
-from components.core.leaves import BASELINE_LEAF, LEAVES
-from components.core.selection import Objective, Thresholds as _CheckedThresholds
+from collabopt.components.core.errors import ConfigError
+from collabopt.components.core.leaves import BASELINE_LEAF, LEAVES
+from collabopt.components.core.selection import Objective, Thresholds as _CheckedThresholds
 
 class Mode(str, enum.Enum):
     EXHAUSTIVE = "exhaustive"
@@ -157,7 +157,7 @@ class PipelineConfig(_Section):
 
     def validate_parameters(self) -> None:
         """Checks value ranges with the same functions the components use when they are built."""
-        from components import params
+        from collabopt.components import params
 
         data = {"feature_key": self.data.feature_key, "label_key": self.data.label_key,
                 "feature_shape": self.data.feature_shape, "feature_dtype": self.data.feature_dtype,

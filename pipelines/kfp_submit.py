@@ -4,7 +4,7 @@ The Kubernetes Job in ``kustomize/`` runs this after ``collabopt compile``; a pe
 from a laptop against a port-forwarded API just as well::
 
     kubectl -n kubeflow port-forward svc/ml-pipeline 8888:8888 &
-    python -m pipelines.kfp_submit --host http://localhost:8888 \\
+    python -m collabopt.pipelines.kfp_submit --host http://localhost:8888 \\
         --package pipeline.json --experiment collabopt --wait
 
 ``--package`` takes what ``collabopt compile`` writes: TFX's ``KubeflowV2DagRunner`` output, a
@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import click
 import yaml
 
-from components.core.errors import CollaboptError
+from collabopt.components.core.errors import CollaboptError
 
 # Where Kubeflow projects a ServiceAccount token with audience `pipelines.kubeflow.org`
 # (kfp.client.KF_PIPELINES_SA_TOKEN_PATH); present only in multi-user deployments that mount it.

@@ -9,11 +9,11 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from rich.table import Table
 
-from components import types as t
-from components.core.errors import CollaboptError
-from components.core.leaves import LEAVES
-from components.properties import property_value
-from pipelines import mlmd
+from collabopt.components import types as t
+from collabopt.components.core.errors import CollaboptError
+from collabopt.components.core.leaves import LEAVES
+from collabopt.components.properties import property_value
+from collabopt.pipelines import mlmd
 
 PIPELINE_RUN_CONTEXT = "pipeline_run"
 

@@ -30,13 +30,13 @@ from ml_metadata.proto import metadata_store_pb2
 from rich.text import Text
 from rich.tree import Tree
 
-from components import keys
-from components import types as t
-from components.core.errors import CollaboptError
-from components.core.leaves import LEAVES, leaf_key
-from components.properties import property_value
-from pipelines import mlmd
-from pipelines.leaves import artifact_properties, latest_run, run_artifacts
+from collabopt.components import keys
+from collabopt.components import types as t
+from collabopt.components.core.errors import CollaboptError
+from collabopt.components.core.leaves import LEAVES, leaf_key
+from collabopt.components.properties import property_value
+from collabopt.pipelines import mlmd
+from collabopt.pipelines.leaves import artifact_properties, latest_run, run_artifacts
 
 Event = metadata_store_pb2.Event
 Execution = metadata_store_pb2.Execution
@@ -83,7 +83,7 @@ class InputRef:
 class ExecutionNode:
     id: int
     node_id: str                              # the component id in the pipeline (tree.py)
-    component: str                            # its class, e.g. components.pruner.component.Pruner
+    component: str                            # its class, e.g. collabopt.components.pruner.component.Pruner
     state: str
     parameters: dict[str, Any]                # execution properties
     create_time: Optional[str]

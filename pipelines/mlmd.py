@@ -8,7 +8,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from components.core.errors import ConfigError
+from collabopt.components.core.errors import ConfigError
 
 
 def connection_config(uri: str) -> metadata_store_pb2.ConnectionConfig:

@@ -5,7 +5,7 @@ pipelines/templates/) and the PNG figures it shows next to it, referenced by rel
 page works when opened from disk or copied elsewhere as a directory (`out` may also be a path
 ending in `.html`: the figures then go next to that file):
 
-- the leaves table (pipelines.leaves);
+- the leaves table (collabopt.pipelines.leaves);
 - int8 accuracy against Vela inference time and against size, with the Pareto front and the
   selected leaf marked;
 - the deployment tree with each node's metrics;
@@ -23,13 +23,13 @@ import json
 import os
 from typing import Any, Optional
 
-from components import types as t
-from components.core.errors import CollaboptError
-from components.core.leaves import LEAVES
-from pipelines import mlmd
-from pipelines.leaves import (LeafRecord, artifact_properties, latest_run, leaves_of_run,
+from collabopt.components import types as t
+from collabopt.components.core.errors import CollaboptError
+from collabopt.components.core.leaves import LEAVES
+from collabopt.pipelines import mlmd
+from collabopt.pipelines.leaves import (LeafRecord, artifact_properties, latest_run, leaves_of_run,
                               run_artifacts)
-from pipelines.lineage import Lineage, format_value, selected_model, trace
+from collabopt.pipelines.lineage import Lineage, format_value, selected_model, trace
 
 TEMPLATE = "report.html.j2"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -447,7 +447,7 @@ def keras_kernels(model) -> dict[str, Any]:
     """Kernel arrays of Conv / Dense layers by layer name, as core.metrics measures them."""
     import numpy as np
 
-    from components.core import metrics
+    from collabopt.components.core import metrics
 
     return {name: np.asarray(values, dtype=np.float64)
             for name, values, _ in metrics.keras_kernels(model)}
@@ -455,7 +455,7 @@ def keras_kernels(model) -> dict[str, Any]:
 
 def tflite_kernels(tflite_bytes: bytes) -> dict[str, tuple[Any, Any]]:
     """Kernels of the `.tflite` by layer name: (stored values, dequantized values)."""
-    from components.core import metrics
+    from collabopt.components.core import metrics
 
     return {k.name: (k.values, k.dequantized()) for k in metrics.tflite_kernels(tflite_bytes)}
 
@@ -478,7 +478,7 @@ def weight_densities(store, lineage: Lineage, focus: LeafRecord, path: str) -> d
     from matplotlib import pyplot as plt
     from tfx.types import standard_artifacts
 
-    from components import artifact_io
+    from collabopt.components import artifact_io
 
     if focus.tflite_id not in lineage.artifacts:
         return {"reason": f"the lineage of {focus.path} holds no .tflite", "stages": []}

@@ -13,9 +13,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.dsl.io import fileio
 from tfx.orchestration import pipeline as pipeline_lib
 
-from pipelines import mlmd
-from pipelines.config import Mode, PipelineConfig, Runner, check_local_inputs
-from pipelines.tree import create_pipeline
+from collabopt.pipelines import mlmd
+from collabopt.pipelines.config import Mode, PipelineConfig, Runner, check_local_inputs
+from collabopt.pipelines.tree import create_pipeline
 
 _DONE = {metadata_store_pb2.Execution.COMPLETE: "done", metadata_store_pb2.Execution.CACHED: "cached",
          metadata_store_pb2.Execution.FAILED: "failed", metadata_store_pb2.Execution.CANCELED: "skipped"}

@@ -15,12 +15,12 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 from tfx.types import standard_artifacts
 
-from components.types import BLESSED
-from components import (Evaluator, PreservingQAT, Pruner, SparseClusterer, TFLiteConverter,
+from collabopt.components.types import BLESSED
+from collabopt.components import (Evaluator, PreservingQAT, Pruner, SparseClusterer, TFLiteConverter,
                         VelaCompiler, keys)
-from components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
-from components.selector.component import Selector
-from pipelines.config import Mode, PipelineConfig
+from collabopt.components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
+from collabopt.components.selector.component import Selector
+from collabopt.pipelines.config import Mode, PipelineConfig
 
 
 def _target_key(accelerator_config: str, index: int) -> str:

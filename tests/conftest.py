@@ -7,9 +7,9 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import pytest  # noqa: E402
 
-from components.core.data import dataset_from_arrays  # noqa: E402
-from pipelines.demo.data import load_digits_arrays  # noqa: E402
-from pipelines.demo.model import train_digits_cnn  # noqa: E402
+from collabopt.components.core.data import dataset_from_arrays  # noqa: E402
+from collabopt.pipelines.demo.data import load_digits_arrays  # noqa: E402
+from collabopt.pipelines.demo.model import train_digits_cnn  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -30,11 +30,11 @@ import logging
 
 import numpy as np
 
-from components.core import training as training_lib
-from components.core.errors import (ConfigError, StructureLostError, UnsupportedLayerError,
+from collabopt.components.core import training as training_lib
+from collabopt.components.core.errors import (ConfigError, StructureLostError, UnsupportedLayerError,
                                     UnsupportedModelError)
-from components.core.keras_compat import keras, tf, tfmot
-from components.core.pruning import (enum_param, is_int, layer_names_param, clone_with_weights,
+from collabopt.components.core.keras_compat import keras, tf, tfmot
+from collabopt.components.core.pruning import (enum_param, is_int, layer_names_param, clone_with_weights,
                                      supported_candidates)
 # TFMOT's registry of what it can cluster is not in its public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the module directly is safe.

@@ -7,8 +7,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from components.core.errors import ConfigError, DatasetError
-from components.core.keras_compat import tf
+from collabopt.components.core.errors import ConfigError, DatasetError
+from collabopt.components.core.keras_compat import tf
 
 _DTYPES = {"float32": tf.float32, "int64": tf.int64, "uint8": tf.int64}
 

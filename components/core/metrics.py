@@ -13,8 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
-from components.core.errors import ConfigError, DatasetError
-from components.core.keras_compat import keras, tf
+from collabopt.components.core.errors import ConfigError, DatasetError
+from collabopt.components.core.keras_compat import keras, tf
 
 # TFLite ops whose weight (input 1) is a kernel, and the axis of its output channels.
 _TFLITE_KERNEL_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": 3}
@@ -201,7 +201,7 @@ def _interpreter(tflite_bytes: bytes, delegates: bool = True) -> tf.lite.Interpr
     if not isinstance(tflite_bytes, (bytes, bytearray)) or len(tflite_bytes) < 8 \
             or bytes(tflite_bytes[4:8]) != b"TFL3":
         raise ConfigError("Not a TFLite flatbuffer (no 'TFL3' identifier): pass the bytes of a "
-                          ".tflite file, e.g. the output of components.core.tflite.convert().")
+                          ".tflite file, e.g. the output of collabopt.components.core.tflite.convert().")
     resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     kwargs = {} if delegates else {"experimental_op_resolver_type": resolver}
     interpreter = tf.lite.Interpreter(model_content=bytes(tflite_bytes), **kwargs)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from components.core.errors import StructureLostError
+from collabopt.components.core.errors import StructureLostError
 
 if TYPE_CHECKING:  # metrics imports TensorFlow; these checks only read the records' fields.
-    from components.core.metrics import KernelStats, WeightStructure
+    from collabopt.components.core.metrics import KernelStats, WeightStructure
 
 # A kernel counts as pruned when at least this fraction of it is exactly zero (a trained float
 # kernel has practically none), and as clustered when its non-zero values are at most this many

@@ -28,10 +28,10 @@ import math
 
 import numpy as np
 
-from components.core import training as training_lib
-from components.core.errors import (ConfigError, StructureLostError, UnsupportedLayerError,
+from collabopt.components.core import training as training_lib
+from collabopt.components.core.errors import (ConfigError, StructureLostError, UnsupportedLayerError,
                                     UnsupportedModelError)
-from components.core.keras_compat import keras, tf, tfmot
+from collabopt.components.core.keras_compat import keras, tf, tfmot
 # TFMOT's registry of what it can prune is not in its public API; keras_compat (above) has already
 # set TF_USE_LEGACY_KERAS, so importing the module directly is safe.
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # noqa: E402
@@ -163,7 +163,7 @@ def ensure_functional(model, technique: str) -> None:
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(
             f"{technique} needs a tf_keras Model, got {type(model).__name__}. Load the model with "
-            "components.core.qat.load_model (tf_keras, TF_USE_LEGACY_KERAS=1).")
+            "collabopt.components.core.qat.load_model (tf_keras, TF_USE_LEGACY_KERAS=1).")
     if not isinstance(model, keras.Sequential) and not model._is_graph_network:  # noqa: SLF001
         raise UnsupportedModelError(
             f"Subclassed models are not supported currently (TFMOT {technique}): "

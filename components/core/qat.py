@@ -41,13 +41,13 @@ import re
 
 import numpy as np
 
-from components.core import training as training_lib
-from components.core.errors import (CollaboptError, ModelLoadError, StructureLostError,
+from collabopt.components.core import training as training_lib
+from collabopt.components.core.errors import (CollaboptError, ModelLoadError, StructureLostError,
                                     UnsupportedLayerError, UnsupportedModelError)
-from components.core.keras_compat import keras, tf, tfmot
-from components.core.preservation import (MAX_CLUSTERED_UNIQUE, MIN_PRUNED_SPARSITY,
+from collabopt.components.core.keras_compat import keras, tf, tfmot
+from collabopt.components.core.preservation import (MAX_CLUSTERED_UNIQUE, MIN_PRUNED_SPARSITY,
                                           MIN_WEIGHTS_PER_VALUE)
-from components.core.pruning import clone_with_weights, ensure_functional, enum_param
+from collabopt.components.core.pruning import clone_with_weights, ensure_functional, enum_param
 # Quantizer classes and registries that are not in TFMOT's public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the modules directly is safe.
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts import (  # noqa: E402
@@ -412,12 +412,12 @@ def load_model(path: str) -> keras.Model:
         raise ModelLoadError(
             f"Could not load a Keras model from '{path}': {type(exc).__name__}: {exc}. The "
             "file is corrupt or was not written by tf_keras; re-export the model with "
-            "components.core.qat.save_model (tf_keras, TF_USE_LEGACY_KERAS=1).") from exc
+            "collabopt.components.core.qat.save_model (tf_keras, TF_USE_LEGACY_KERAS=1).") from exc
     if not isinstance(model, keras.Model):
         raise ModelLoadError(
             f"'{path}' holds a TensorFlow SavedModel without Keras metadata (e.g. from "
             "tf.saved_model.save or Keras 3), not a tf_keras model. Save the model with tf_keras "
-            "`model.save(path)` or components.core.qat.save_model.")
+            "`model.save(path)` or collabopt.components.core.qat.save_model.")
     return model
 
 

@@ -6,7 +6,7 @@ import enum
 import math
 from typing import Any, Mapping, Optional, Sequence
 
-from components.core.errors import ConfigError
+from collabopt.components.core.errors import ConfigError
 
 
 class Objective(str, enum.Enum):

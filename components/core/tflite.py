@@ -12,9 +12,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from components.core.data import representative_dataset
-from components.core.errors import ConfigError, ConversionError
-from components.core.keras_compat import keras, tf
+from collabopt.components.core.data import representative_dataset
+from collabopt.components.core.errors import ConfigError, ConversionError
+from collabopt.components.core.keras_compat import keras, tf
 
 # Layers that `tfmot.quantization.keras.quantize_apply` inserts: their presence marks a QAT model.
 _QAT_LAYER_CLASSES = frozenset({"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2"})
@@ -67,7 +67,7 @@ def convert(model: keras.Model, mode: QuantizationMode | str = QuantizationMode.
     if representative_data is not None and not callable(representative_data):
         raise ConfigError(
             "representative_data must be a callable yielding lists of input arrays, such as "
-            "components.core.data.representative_dataset(train_ds), or a batched tf.data.Dataset; "
+            "collabopt.components.core.data.representative_dataset(train_ds), or a batched tf.data.Dataset; "
             f"got {type(representative_data).__name__}.")
     if qat and mode not in (QuantizationMode.INT8, QuantizationMode.FLOAT32):
         raise ConfigError(
@@ -82,7 +82,7 @@ def convert(model: keras.Model, mode: QuantizationMode | str = QuantizationMode.
         raise ConfigError(
             f"Quantization mode {mode.value!r} needs representative_data to calibrate the "
             f"activation ranges of {which} model. "
-            "Pass representative_data=components.core.data.representative_dataset(train_ds) "
+            "Pass representative_data=collabopt.components.core.data.representative_dataset(train_ds) "
             "(real training samples), or quantization-aware train the model first.")
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)

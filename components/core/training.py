@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from components.core.errors import ConfigError, DatasetError
-from components.core.keras_compat import keras, tf
+from collabopt.components.core.errors import ConfigError, DatasetError
+from collabopt.components.core.keras_compat import keras, tf
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,8 +22,8 @@ import tempfile
 
 from ethosu.vela.architecture_features import CONFIG_FILES_PATH, Accelerator
 
-from components.core.errors import ConfigError, VelaCompileError
-from components.core.keras_compat import tf
+from collabopt.components.core.errors import ConfigError, VelaCompileError
+from collabopt.components.core.keras_compat import tf
 
 ACCELERATOR_CONFIGS: tuple[str, ...] = tuple(Accelerator.member_list())
 DEFAULT_CONFIG_FILE = "Arm/vela.ini"  # shipped with Vela, in its config_files directory

@@ -8,11 +8,11 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys, params, spec_utils
-from components import types as artifact_types
-from components.core.errors import ConfigError
-from components.evaluator import executor
-from components.evaluator.executor import thresholds_from
+from collabopt.components import keys, params, spec_utils
+from collabopt.components import types as artifact_types
+from collabopt.components.core.errors import ConfigError
+from collabopt.components.evaluator import executor
+from collabopt.components.evaluator.executor import thresholds_from
 
 DEFAULT_ID = "TFLiteEvaluator"
 

@@ -12,8 +12,8 @@ from tfx.components.evaluator import constants as tfx_evaluator
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 
-from components import artifact_io, keys, params, types
-from components.core.selection import LeafMetrics, Thresholds, reasons as missed_thresholds
+from collabopt.components import artifact_io, keys, params, types
+from collabopt.components.core.selection import LeafMetrics, Thresholds, reasons as missed_thresholds
 
 METRICS_FILE_NAME = "metrics.json"
 
@@ -24,7 +24,7 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
            output_dict: Dict[str, List[tfx_types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        from components.core import data, metrics
+        from collabopt.components.core import data, metrics
 
         self._log_startup(input_dict, output_dict, exec_properties)
         tflite_artifact = artifact_io.single(input_dict, keys.TFLITE_MODEL_KEY)

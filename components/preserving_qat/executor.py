@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from absl import logging
 
-from components import params, types
-from components.keras_step import KerasStepExecutor
+from collabopt.components import params, types
+from collabopt.components.keras_step import KerasStepExecutor
 
 
 class Executor(KerasStepExecutor):
 
     def prepare(self, model, exec_properties):
-        from components.core import qat
+        from collabopt.components.core import qat
 
         mode = qat.resolve_mode(model, params.qat_mode(exec_properties))
         qat.check_quantizable(model, mode)
@@ -20,7 +20,7 @@ class Executor(KerasStepExecutor):
         return mode.value
 
     def apply(self, model, train_ds, exec_properties, step):
-        from components.core import metrics, preservation, qat
+        from collabopt.components.core import metrics, preservation, qat
 
         mode = qat.QATMode(step)
         before = metrics.keras_weight_structure(model)

@@ -8,8 +8,8 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys, params, spec_utils
-from components.pruner import executor
+from collabopt.components import keys, params, spec_utils
+from collabopt.components.pruner import executor
 
 
 class PrunerSpec(ComponentSpec):

@@ -9,10 +9,10 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.core.leaves import LEAVES, leaf_key
-from components.core.selection import Objective, check_thresholds
-from components import keys
-from components.selector import executor
+from collabopt.components.core.leaves import LEAVES, leaf_key
+from collabopt.components.core.selection import Objective, check_thresholds
+from collabopt.components import keys
+from collabopt.components.selector import executor
 
 
 class SelectorSpec(types.ComponentSpec):
@@ -65,13 +65,13 @@ class Selector(base_component.BaseComponent):
                  objective: str = Objective.LATENCY.value):
         """
         Args:
-          evaluations: leaf technique path (one of components.core.leaves.LEAVES) -> the channel of
+          evaluations: leaf technique path (one of collabopt.components.core.leaves.LEAVES) -> the channel of
             that leaf's ModelEvaluation from our Evaluator.
           thresholds: min_accuracy, max_accuracy_drop, max_tflite_bytes, max_inference_ms,
             max_sram_bytes (each optional).
           objective: latency | size | accuracy — what "best" means among the passing leaves.
         """
-        from components.core.errors import ConfigError
+        from collabopt.components.core.errors import ConfigError
 
         unknown = sorted(set(evaluations) - set(LEAVES))
         if unknown:

@@ -12,11 +12,11 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import keys
-from components import types as t
-from components.core.leaves import LEAVES, leaf_key
-from components.core.selection import LeafMetrics, select
-from components.properties import get_property, set_properties
+from collabopt.components import keys
+from collabopt.components import types as t
+from collabopt.components.core.leaves import LEAVES, leaf_key
+from collabopt.components.core.selection import LeafMetrics, select
+from collabopt.components.properties import get_property, set_properties
 
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"

@@ -6,8 +6,8 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys, params, spec_utils
-from components.sparse_clusterer import executor
+from collabopt.components import keys, params, spec_utils
+from collabopt.components.sparse_clusterer import executor
 
 
 class SparseClustererSpec(ComponentSpec):

@@ -8,9 +8,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys, params, spec_utils
-from components import types as artifact_types
-from components.tflite_converter import executor
+from collabopt.components import keys, params, spec_utils
+from collabopt.components import types as artifact_types
+from collabopt.components.tflite_converter import executor
 
 
 class TFLiteConverterSpec(ComponentSpec):

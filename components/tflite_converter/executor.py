@@ -7,7 +7,7 @@ from absl import logging
 from tfx import types as tfx_types
 from tfx.dsl.components.base import base_executor
 
-from components import artifact_io, keys, params, types
+from collabopt.components import artifact_io, keys, params, types
 
 PTQ = "ptq"
 
@@ -18,7 +18,7 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
            output_dict: Dict[str, List[tfx_types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        from components.core import data, metrics, preservation, tflite
+        from collabopt.components.core import data, metrics, preservation, tflite
 
         self._log_startup(input_dict, output_dict, exec_properties)
         model_artifact = artifact_io.single(input_dict, keys.MODEL_KEY)

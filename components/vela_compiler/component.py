@@ -7,9 +7,9 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import keys, params, spec_utils
-from components import types as artifact_types
-from components.vela_compiler import executor
+from collabopt.components import keys, params, spec_utils
+from collabopt.components import types as artifact_types
+from collabopt.components.vela_compiler import executor
 
 
 class VelaCompilerSpec(ComponentSpec):

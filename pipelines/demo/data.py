@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from components.core.data import FeatureSpec, write_examples
+from collabopt.components.core.data import FeatureSpec, write_examples
 
 DIGITS_SPEC = FeatureSpec(feature_key="image", label_key="label", feature_shape=(8, 8, 1))
 NUM_CLASSES = 10

@@ -1,8 +1,8 @@
 """The reference CNN for the digits demo: small, NPU-friendly (Conv2D, MaxPool, Dense only)."""
 from __future__ import annotations
 
-from components.core.keras_compat import keras, tf
-from pipelines.demo.data import NUM_CLASSES
+from collabopt.components.core.keras_compat import keras, tf
+from collabopt.pipelines.demo.data import NUM_CLASSES
 
 
 def build_digits_cnn(input_shape=(8, 8, 1), num_classes: int = NUM_CLASSES) -> keras.Model:

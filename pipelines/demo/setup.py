@@ -5,14 +5,14 @@ import os
 
 import yaml
 
-from pipelines.demo.data import DIGITS_SPEC, write_digits_examples
+from collabopt.pipelines.demo.data import DIGITS_SPEC, write_digits_examples
 
-RUN_FN = "pipelines.demo.trainer_module.run_fn"
+RUN_FN = "collabopt.pipelines.demo.trainer_module.run_fn"
 
 
 def demo_config(runner: str = "local", mode: str = "exhaustive") -> dict:
     """The demo's config; every path is relative to the workdir that holds pipeline.yaml."""
-    from pipelines.config import PipelineConfig
+    from collabopt.pipelines.config import PipelineConfig
 
     raw = {
         "pipeline_name": "collabopt-digits",

@@ -1,8 +1,8 @@
 """TFX Trainer `run_fn` for the digits demo: trains the reference CNN, saves it with tf_keras."""
 from __future__ import annotations
 
-from components.core.data import FeatureSpec, dataset_from_tfrecords
-from pipelines.demo.model import train_digits_cnn
+from collabopt.components.core.data import FeatureSpec, dataset_from_tfrecords
+from collabopt.pipelines.demo.model import train_digits_cnn
 
 
 def run_fn(fn_args) -> None:

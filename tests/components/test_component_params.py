@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from components import keys, params
-from components.core.errors import ConfigError, ModelLoadError
-from components.core.selection import LeafMetrics, Thresholds, reasons as judge
+from collabopt.components import keys, params
+from collabopt.components.core.errors import ConfigError, ModelLoadError
+from collabopt.components.core.selection import LeafMetrics, Thresholds, reasons as judge
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -106,7 +106,7 @@ def _model_artifact(uri):
 
 
 def test_model_path_prefers_trainer_format_serving(tmp_path):
-    from components import artifact_io
+    from collabopt.components import artifact_io
 
     (tmp_path / "Format-Serving").mkdir()
     (tmp_path / "Format-Serving" / "saved_model.pb").write_bytes(b"")
@@ -114,7 +114,7 @@ def test_model_path_prefers_trainer_format_serving(tmp_path):
 
 
 def test_model_path_accepts_a_model_saved_directly(tmp_path):
-    from components import artifact_io
+    from collabopt.components import artifact_io
 
     (tmp_path / "saved_model.pb").write_bytes(b"")
     assert artifact_io.model_path(_model_artifact(tmp_path)) == str(tmp_path)
@@ -125,14 +125,14 @@ def test_model_path_accepts_a_model_saved_directly(tmp_path):
 
 
 def test_model_path_explains_an_empty_artifact(tmp_path):
-    from components import artifact_io
+    from collabopt.components import artifact_io
 
     with pytest.raises(ModelLoadError, match="Format-Serving.*saved_model.pb"):
         artifact_io.model_path(_model_artifact(tmp_path))
 
 
 def test_technique_path_replaces_base():
-    from components import artifact_io, types
+    from collabopt.components import artifact_io, types
 
     base = _model_artifact("/x")
     assert artifact_io.technique_path(base) == "base"
@@ -143,7 +143,7 @@ def test_technique_path_replaces_base():
 
 
 def test_set_properties_types():
-    from components import artifact_io
+    from collabopt.components import artifact_io
 
     artifact = _model_artifact("/x")
     artifact_io.set_properties(artifact, {"i": 3, "f": 0.5, "s": "a", "b": True, "l": ["x"],
@@ -160,8 +160,8 @@ def test_set_properties_types():
 def test_split_dataset_names_missing_split(tmp_path):
     from tfx.types import standard_artifacts
 
-    from components import artifact_io
-    from components.core.errors import DatasetError
+    from collabopt.components import artifact_io
+    from collabopt.components.core.errors import DatasetError
 
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path)

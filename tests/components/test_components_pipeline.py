@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from components.core.errors import ConfigError
+from collabopt.components.core.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -100,7 +100,7 @@ def _inputs(data_dir: str, model_dir: str):
 def _chain_pipeline(root: str, data_dir: str, model_dir: str, serving_dir: str):
     from tfx import v1 as tfx
 
-    from components import (Evaluator, PreservingQAT, Pruner, SparseClusterer, TFLiteConverter,
+    from collabopt.components import (Evaluator, PreservingQAT, Pruner, SparseClusterer, TFLiteConverter,
                             VelaCompiler)
 
     example_gen, importer = _inputs(data_dir, model_dir)
@@ -138,7 +138,7 @@ def _chain_pipeline(root: str, data_dir: str, model_dir: str, serving_dir: str):
 
 @pytest.fixture(scope="module")
 def digits_examples_dir(tmp_path_factory):
-    from pipelines.demo.data import write_digits_examples
+    from collabopt.pipelines.demo.data import write_digits_examples
 
     out = str(tmp_path_factory.mktemp("digits_examples"))
     write_digits_examples(out)
@@ -150,7 +150,7 @@ def chain_run(tmp_path_factory, digits_examples_dir, trained_digits_model):
     """Runs the chain pipeline twice (second run cached); returns the MLMD view and counts."""
     from tfx import v1 as tfx
 
-    from components.core import qat
+    from collabopt.components.core import qat
 
     root = str(tmp_path_factory.mktemp("chain"))
     model_dir = os.path.join(root, "base_model")
@@ -241,7 +241,7 @@ def test_pcqat_keeps_sparsity_and_clusters_in_tflite(chain_run):
     run = chain_run["run"]
     tflite = run.output("TFLiteConverter", "tflite_model")
     props = _props(tflite)
-    assert run.type_name(tflite) == "components.TFLiteModel"
+    assert run.type_name(tflite) == "collabopt.TFLiteModel"
     assert props["technique_path"] == "prune>cluster>pcqat"
     assert props["quantization"] == "int8"
     assert props["min_kernel_sparsity"] >= 0.45
@@ -267,7 +267,7 @@ def test_vela_model_properties(chain_run):
     run = chain_run["run"]
     vela = run.output("VelaCompiler", "vela_model")
     props = _props(vela)
-    assert run.type_name(vela) == "components.VelaModel"
+    assert run.type_name(vela) == "collabopt.VelaModel"
     assert props["target"] == "ethos-u55-128"
     assert props["technique_path"] == "prune>cluster>pcqat"
     assert props["optimise"] == "Performance"
@@ -331,8 +331,8 @@ def beam_run(tmp_path_factory, digits_examples_dir, trained_digits_model):
     from tfx import v1 as tfx
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-    from components import Evaluator, TFLiteConverter
-    from components.core import qat
+    from collabopt.components import Evaluator, TFLiteConverter
+    from collabopt.components.core import qat
 
     root = str(tmp_path_factory.mktemp("beam"))
     model_dir = os.path.join(root, "trainer_output")
@@ -369,7 +369,7 @@ def _channel(type_name: str):
     from tfx import types as tfx_types
     from tfx.types import standard_artifacts
 
-    from components import types
+    from collabopt.components import types
 
     artifact_type = getattr(standard_artifacts, type_name, None) or getattr(types, type_name)
     return tfx_types.Channel(type=artifact_type)
@@ -390,7 +390,7 @@ def _model_inputs():
     ({"layers": "[1, 2]"}, "layers="),
 ])
 def test_pruner_rejects_bad_parameters_at_construction(kwargs, match):
-    from components import Pruner
+    from collabopt.components import Pruner
 
     with pytest.raises(ConfigError, match=match):
         Pruner(**_model_inputs(), **kwargs)
@@ -402,14 +402,14 @@ def test_pruner_rejects_bad_parameters_at_construction(kwargs, match):
     ({"batch_size": 0}, "batch_size=0"),
 ])
 def test_sparse_clusterer_rejects_bad_parameters_at_construction(kwargs, match):
-    from components import SparseClusterer
+    from collabopt.components import SparseClusterer
 
     with pytest.raises(ConfigError, match=match):
         SparseClusterer(**_model_inputs(), **kwargs)
 
 
 def test_other_components_reject_bad_parameters_at_construction():
-    from components import Evaluator, PreservingQAT, TFLiteConverter, VelaCompiler
+    from collabopt.components import Evaluator, PreservingQAT, TFLiteConverter, VelaCompiler
 
     with pytest.raises(ConfigError, match="mode='xqat'.*pcqat"):
         PreservingQAT(**_model_inputs(), mode="xqat")
@@ -431,7 +431,7 @@ def test_other_components_reject_bad_parameters_at_construction():
 
 
 def test_components_accept_lists_and_ints_and_store_primitives():
-    from components import Evaluator, Pruner, SparseClusterer
+    from collabopt.components import Evaluator, Pruner, SparseClusterer
 
     pruner = Pruner(**_model_inputs(), target_sparsity=0, sparsity_m_by_n=(2, 4),
                     layers=["conv2", "dense1"], feature_shape=[8, 8, 1], learning_rate=1)
@@ -451,11 +451,11 @@ def test_importing_core_does_not_import_tfx():
     import subprocess
     import sys
 
-    code = ("import sys, components.core.data, components.core.preservation, "
-            "components.params, components.core.selection; "
+    code = ("import sys, collabopt.components.core.data, collabopt.components.core.preservation, "
+            "collabopt.components.params, collabopt.components.core.selection; "
             "assert 'tfx' not in sys.modules, 'tfx imported'; "
             "import os; assert os.environ['TF_USE_LEGACY_KERAS'] == '1'; "
-            "from components import Pruner; assert 'tfx' in sys.modules")
+            "from collabopt.components import Pruner; assert 'tfx' in sys.modules")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),

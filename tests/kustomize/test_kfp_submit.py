@@ -15,8 +15,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipelines import kfp_submit
-from pipelines.kfp_submit import SubmitError
+from collabopt.pipelines import kfp_submit
+from collabopt.pipelines.kfp_submit import SubmitError
 
 # The shape KubeflowV2DagRunner (TFX 1.16) writes for `--out pipeline.json`: a PipelineJob with
 # an Importer step (run by KFP's launcher) and one container step (run by our image).
@@ -48,7 +48,7 @@ TFX_PIPELINE_JOB = {
                 "image": "registry.example.com/collabopt:dev",
                 "command": ["python", "-m",
                             "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"],
-                "args": ["--executor_class_path", "components.pruner.executor.Executor",
+                "args": ["--executor_class_path", "collabopt.components.pruner.executor.Executor",
                          "--json_serialized_invocation_args", "{{$}}"]}},
         }},
         "root": {"dag": {"tasks": {

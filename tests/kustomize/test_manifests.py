@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from pipelines import kfp_submit
+from collabopt.pipelines import kfp_submit
 from tests.container import dockerfile as df
 
 KUSTOMIZE = df.REPO / "kustomize"
@@ -243,7 +243,7 @@ def test_job_compiles_the_mounted_config_with_the_image_it_runs(rendered, entry)
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_mounted_pipeline_config_is_valid_for_collabopt_compile(rendered, entry):
-    from pipelines.config import parse_config
+    from collabopt.pipelines.config import parse_config
 
     (configmap,) = of_kind(rendered[entry], "ConfigMap")
     raw = yaml.safe_load(configmap["data"]["pipeline.yaml"])
@@ -260,7 +260,7 @@ def test_mounted_pipeline_config_is_valid_for_collabopt_compile(rendered, entry)
 def test_submit_arguments_are_what_kfp_submit_accepts(rendered, entry, tmp_path):
     job = of_kind(rendered[entry], "Job")[0]
     submit = job["spec"]["template"]["spec"]["containers"][0]
-    assert submit["command"] == ["python", "-m", "pipelines.kfp_submit"]
+    assert submit["command"] == ["python", "-m", "collabopt.pipelines.kfp_submit"]
     args = _expand(submit["args"], _env(submit, job["metadata"].get("namespace", "")))
     assert not [a for a in args if "$(" in a], f"unresolved variables in {args}"
     package = tmp_path / "pipeline.json"

@@ -26,7 +26,7 @@ class SmallRun:
 
 
 def write_small_config(workdir: str) -> str:
-    from pipelines.demo.setup import write_demo
+    from collabopt.pipelines.demo.setup import write_demo
 
     config_path = write_demo(workdir)
     with open(config_path) as f:
@@ -46,10 +46,10 @@ def write_small_config(workdir: str) -> str:
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> SmallRun:
-    from pipelines import runners
-    from pipelines.config import load_config
-    from pipelines.leaves import latest_run
-    from pipelines.mlmd import open_store
+    from collabopt.pipelines import runners
+    from collabopt.pipelines.config import load_config
+    from collabopt.pipelines.leaves import latest_run
+    from collabopt.pipelines.mlmd import open_store
 
     workdir = str(tmp_path_factory.mktemp("small-run"))
     config_path = write_small_config(workdir)

@@ -1,6 +1,6 @@
 """`collabopt compile`: the Kubeflow Pipelines v2 spec of the deployment tree, without a cluster.
 
-The spec is checked against the TFX pipeline `pipelines.tree` builds from the same config (nodes,
+The spec is checked against the TFX pipeline `collabopt.pipelines.tree` builds from the same config (nodes,
 channel dependencies, parameters, conditions), and one step is run from the very command and
 arguments the spec gives its container, with an ExecutorInput built the way KFP 2.x's driver
 builds one (backend/src/v2/driver and v2/metadata of kubeflow/pipelines):
@@ -27,17 +27,17 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from components import keys
-from components import types as artifact_types
-from components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
-from pipelines.cli import main
-from pipelines.config import load_config
-from pipelines.tree import create_pipeline
+from collabopt.components import keys
+from collabopt.components import types as artifact_types
+from collabopt.components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
+from collabopt.pipelines.cli import main
+from collabopt.pipelines.config import load_config
+from collabopt.pipelines.tree import create_pipeline
 
 IMAGE = "registry.example.com/collabopt:test"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CUSTOM_TYPES = {"components.TFLiteModel": artifact_types.TFLiteModel,
-                "components.VelaModel": artifact_types.VelaModel}
+CUSTOM_TYPES = {"collabopt.TFLiteModel": artifact_types.TFLiteModel,
+                "collabopt.VelaModel": artifact_types.VelaModel}
 VELA_STEP = "VelaCompiler_ptq_0_ethos_u55_128"
 
 
@@ -80,7 +80,7 @@ class Compiled:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The demo config as `collabopt demo` writes it: all eight leaves, two Ethos-U targets."""
-    from pipelines.demo.setup import write_demo
+    from collabopt.pipelines.demo.setup import write_demo
 
     workdir = tmp_path_factory.mktemp("demo")
     config_path = write_demo(str(workdir))
@@ -90,7 +90,7 @@ def demo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def progressive(tmp_path_factory):
     """Progressive mode, with everything on a bucket as on a cluster (the base model imported)."""
-    from pipelines.demo.setup import demo_config
+    from collabopt.pipelines.demo.setup import demo_config
 
     workdir = tmp_path_factory.mktemp("progressive")
     raw = demo_config(mode="progressive")
@@ -252,7 +252,7 @@ def test_cluster_metadata_is_kfps_own_and_never_contacted(tmp_path, metadata, ro
     """On a cluster KFP records lineage itself; compile neither connects to nor embeds the URL."""
     from ml_metadata.metadata_store import metadata_store
     from tfx.orchestration import metadata as tfx_metadata
-    from pipelines.demo.setup import demo_config
+    from collabopt.pipelines.demo.setup import demo_config
 
     raw = demo_config()
     raw.update(metadata=metadata, leaves=["ptq"], targets=[{"accelerator_config": "ethos-u55-128"}],
@@ -312,7 +312,7 @@ def test_progressive_levels_run_on_conditions_of_the_gate_blessings(progressive)
 def test_compiled_spec_is_a_package_kfp_submit_uploads(progressive, tmp_path):
     from kfp.client.client import _extract_pipeline_yaml
 
-    from pipelines import kfp_submit
+    from collabopt.pipelines import kfp_submit
 
     path = tmp_path / "pipeline.json"
     path.write_text(json.dumps(progressive.job))
@@ -326,8 +326,8 @@ def test_compiled_spec_is_a_package_kfp_submit_uploads(progressive, tmp_path):
 @pytest.fixture(scope="module")
 def int8_tflite() -> bytes:
     """A real int8 `.tflite` of a tiny CNN on the demo's 8x8x1 inputs."""
-    from components.core import tflite
-    from components.core.keras_compat import keras
+    from collabopt.components.core import tflite
+    from collabopt.components.core.keras_compat import keras
 
     model = keras.Sequential([
         keras.Input((8, 8, 1)),
@@ -372,7 +372,7 @@ def _executor_input(compiled: Compiled, task_id: str, root, upstream_metadata: d
 
 
 def test_vela_step_runs_from_its_compiled_container_command(demo, int8_tflite, tmp_path):
-    from components.core.vela import parse_summary_csv
+    from collabopt.components.core.vela import parse_summary_csv
 
     root = tmp_path / "pipeline_root"
     tflite_dir = root / "TFLiteConverter_ptq" / keys.TFLITE_MODEL_KEY

@@ -2,10 +2,10 @@
 import pytest
 import yaml
 
-from components.core.errors import ConfigError
-from components.core.leaves import LEAVES
-from pipelines.config import load_config, parse_config
-from pipelines.demo.setup import demo_config
+from collabopt.components.core.errors import ConfigError
+from collabopt.components.core.leaves import LEAVES
+from collabopt.pipelines.config import load_config, parse_config
+from collabopt.pipelines.demo.setup import demo_config
 
 
 def _raw(**overrides):
@@ -81,7 +81,7 @@ def test_load_config_resolves_paths_relative_to_the_file(tmp_path):
 
 
 def _local_config(tmp_path, **base_model):
-    from pipelines.demo.data import write_digits_examples
+    from collabopt.pipelines.demo.data import write_digits_examples
 
     write_digits_examples(str(tmp_path / "data"))
     raw = _raw()
@@ -90,7 +90,7 @@ def _local_config(tmp_path, **base_model):
 
 
 def test_local_inputs_missing_model_is_named_before_the_run(tmp_path):
-    from pipelines.config import check_local_inputs
+    from collabopt.pipelines.config import check_local_inputs
 
     config = _local_config(tmp_path, path="no_such_model")
     with pytest.raises(ConfigError, match="base_model.path: .*no_such_model.* does not exist"):
@@ -102,7 +102,7 @@ def test_local_inputs_missing_model_is_named_before_the_run(tmp_path):
 
 
 def test_local_inputs_empty_split_is_named(tmp_path):
-    from pipelines.config import check_local_inputs
+    from collabopt.pipelines.config import check_local_inputs
 
     config = _local_config(tmp_path)
     check_local_inputs(config)  # the demo data is complete

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from components.core.leaves import leaf_key
-from pipelines import mlmd
-from pipelines.cli import main
-from pipelines.lineage import NothingSelectedError, read_lineage, trace
+from collabopt.components.core.leaves import leaf_key
+from collabopt.pipelines import mlmd
+from collabopt.pipelines.cli import main
+from collabopt.pipelines.lineage import NothingSelectedError, read_lineage, trace
 from tests.pipelines.conftest import TARGET
 
 
@@ -107,21 +107,21 @@ def _two_runs(tmp_path, selected_path: str, uri: str | None = None):
     base = fake.artifact("Model", "/root/base")
     fake.execute("Trainer", "tfx.components.Trainer", {"examples": examples}, {"model": base})
     pruned = fake.artifact("Model", "/root/pruned", technique_path="prune", sparsity=0.5)
-    fake.execute("Pruner_prune", "components.pruner.component.Pruner",
+    fake.execute("Pruner_prune", "collabopt.components.pruner.component.Pruner",
                  {"model": base, "examples": examples}, {"optimized_model": pruned},
                  target_sparsity=0.5)
     ptq_eval = fake.artifact("ModelEvaluation", "/root/ptq_eval", technique_path="ptq")
-    fake.execute("Evaluator_ptq", "components.evaluator.component.Evaluator",
+    fake.execute("Evaluator_ptq", "collabopt.components.evaluator.component.Evaluator",
                  {"model": base}, {"evaluation": ptq_eval})
     pruned_eval = fake.artifact("ModelEvaluation", "/root/pruned_eval", technique_path="prune>ptq")
-    fake.execute("Evaluator_prune_ptq", "components.evaluator.component.Evaluator",
+    fake.execute("Evaluator_prune_ptq", "collabopt.components.evaluator.component.Evaluator",
                  {"model": pruned, "baseline_evaluation": ptq_eval}, {"evaluation": pruned_eval})
 
     fake.new_run("run-2")
     for node_id, component, ins, outs in [
             ("ImportExampleGen", "tfx.components.ImportExampleGen", {}, {"examples": examples}),
             ("Trainer", "tfx.components.Trainer", {"examples": examples}, {"model": base}),
-            ("Pruner_prune", "components.pruner.component.Pruner",
+            ("Pruner_prune", "collabopt.components.pruner.component.Pruner",
              {"model": base, "examples": examples}, {"optimized_model": pruned})]:
         fake.execute(node_id, component, ins, outs, state=pb.Execution.CACHED)
     chosen = fake.artifact("Model", "/root/selected", selected_path=selected_path,
@@ -129,7 +129,7 @@ def _two_runs(tmp_path, selected_path: str, uri: str | None = None):
                            explanation=("Selected prune>ptq." if selected_path else
                                         "No leaf meets the thresholds; closest is prune>ptq: "
                                         "int8_accuracy 0.8 is below min_accuracy=0.9."))
-    fake.execute("Selector", "components.selector.component.Selector",
+    fake.execute("Selector", "collabopt.components.selector.component.Selector",
                  {"ptq": ptq_eval, "prune_ptq": pruned_eval}, {"model": chosen})
     return fake, dict(examples=examples, base=base, pruned=pruned, ptq_eval=ptq_eval,
                       pruned_eval=pruned_eval, chosen=chosen)
@@ -236,7 +236,7 @@ def test_lineage_reads_a_mysql_store(tmp_path, mysql_uri):
 # --- a real run ----------------------------------------------------------------------------------
 
 def _leaves(small_run):
-    from pipelines.leaves import read_leaves
+    from collabopt.pipelines.leaves import read_leaves
 
     return {r.path: r for r in read_leaves(small_run.metadata)}
 
@@ -279,7 +279,7 @@ def test_pcqat_leaf_lineage_reaches_the_base_model_through_every_step(small_run)
 
 @pytest.mark.e2e
 def test_lineage_of_a_rerun_reaches_the_first_run_through_cached_executions(small_run):
-    from pipelines.leaves import latest_run
+    from collabopt.pipelines.leaves import latest_run
 
     store = mlmd.open_store(small_run.metadata)
     assert latest_run(store).name != small_run.first_run_id

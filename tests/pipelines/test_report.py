@@ -13,9 +13,9 @@ from html.parser import HTMLParser
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cli import main
-from pipelines.leaves import LeafRecord
-from pipelines.report import SelectionInfo, focus_leaf, pareto_front
+from collabopt.pipelines.cli import main
+from collabopt.pipelines.leaves import LeafRecord
+from collabopt.pipelines.report import SelectionInfo, focus_leaf, pareto_front
 from tests.pipelines.test_lineage import expected_nodes
 
 CHROMIUM = "/usr/bin/chromium"
@@ -97,7 +97,7 @@ def test_focus_leaf_without_a_selection_follows_the_closest_then_the_most_accura
 
 @pytest.fixture(scope="module")
 def report_dir(small_run, tmp_path_factory):
-    from pipelines.report import build_report
+    from collabopt.pipelines.report import build_report
 
     out = str(tmp_path_factory.mktemp("report"))
     index = build_report(small_run.metadata, out)
@@ -116,7 +116,7 @@ def test_report_page_references_its_images_by_relative_path(report_dir, small_ru
     # The leaves table lists both leaves, and the selected one is named on the page.
     leaves = [row[0] for row in page.tables["leaves"][1:] if row and row[0]]
     assert leaves == ["ptq", "prune>cluster>pcqat"]
-    from pipelines.lineage import read_lineage
+    from collabopt.pipelines.lineage import read_lineage
 
     selected = read_lineage(small_run.metadata, selected=True)
     path = selected.artifacts[selected.root].properties["selected_path"]
@@ -130,10 +130,10 @@ def test_report_page_references_its_images_by_relative_path(report_dir, small_ru
 
 @pytest.mark.e2e
 def test_report_weights_follow_the_path_of_the_leaf(small_run, tmp_path):
-    from pipelines.leaves import read_leaves
-    from pipelines.lineage import read_lineage
-    from pipelines.mlmd import open_store
-    from pipelines.report import weight_densities
+    from collabopt.pipelines.leaves import read_leaves
+    from collabopt.pipelines.lineage import read_lineage
+    from collabopt.pipelines.mlmd import open_store
+    from collabopt.pipelines.report import weight_densities
 
     leaf = {r.path: r for r in read_leaves(small_run.metadata)}["prune>cluster>pcqat"]
     lineage = read_lineage(small_run.metadata, leaf.tflite_id)

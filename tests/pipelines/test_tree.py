@@ -9,12 +9,12 @@ import yaml
 from click.testing import CliRunner
 from ml_metadata.proto import metadata_store_pb2
 
-from components.core.keras_compat import keras
-from pipelines import runners
-from pipelines.cli import main
-from pipelines.config import load_config
-from pipelines.leaves import read_leaves
-from pipelines.mlmd import open_store
+from collabopt.components.core.keras_compat import keras
+from collabopt.pipelines import runners
+from collabopt.pipelines.cli import main
+from collabopt.pipelines.config import load_config
+from collabopt.pipelines.leaves import read_leaves
+from collabopt.pipelines.mlmd import open_store
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ COMPLETE = metadata_store_pb2.Execution.COMPLETE
 @pytest.fixture(scope="module")
 def tree_inputs(tmp_path_factory, trained_digits_model):
     """The digits Examples and the trained base model saved as tf_keras does."""
-    from pipelines.demo.data import write_digits_examples
+    from collabopt.pipelines.demo.data import write_digits_examples
 
     root = tmp_path_factory.mktemp("tree-inputs")
     write_digits_examples(str(root / "data"))
@@ -35,7 +35,7 @@ def tree_inputs(tmp_path_factory, trained_digits_model):
 
 
 def _config(workdir, tree_inputs, **overrides) -> str:
-    from pipelines.demo.setup import demo_config
+    from collabopt.pipelines.demo.setup import demo_config
 
     raw = demo_config()
     raw.update({
@@ -111,8 +111,8 @@ def test_progressive_goes_deeper_and_run_succeeds_without_push(progressive_nothi
 
 
 def test_no_leaf_passing_names_the_closest_and_by_how_much(progressive_nothing_passes):
-    from components import types as t
-    from pipelines.leaves import artifact_properties, latest_run, run_artifacts
+    from collabopt.components import types as t
+    from collabopt.pipelines.leaves import artifact_properties, latest_run, run_artifacts
 
     store = open_store(progressive_nothing_passes.metadata)
     run = run_artifacts(store, latest_run(store))
@@ -168,7 +168,7 @@ def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, tree_i
 
     config_path = _config(tmp_path, tree_inputs, leaves=["ptq", "prune>ptq"])
     config = load_config(config_path)
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", config_path],
+    proc = subprocess.Popen([sys.executable, "-m", "collabopt.pipelines.cli", "run", config_path],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     deadline = time.time() + 600
@@ -198,8 +198,8 @@ def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, tree_i
 
 def test_any_sequential_model_and_feature_keys(tmp_path):
     """Not the demo: a Sequential MLP on flat 64-value features stored under other keys."""
-    from components.core.data import FeatureSpec, dataset_from_arrays, write_examples
-    from pipelines.demo.data import load_digits_arrays
+    from collabopt.components.core.data import FeatureSpec, dataset_from_arrays, write_examples
+    from collabopt.pipelines.demo.data import load_digits_arrays
 
     spec = FeatureSpec(feature_key="pixels", label_key="digit", feature_shape=(64,))
     (x_train, y_train), (x_eval, y_eval) = load_digits_arrays()

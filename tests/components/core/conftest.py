@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.core.clustering import ClusteringParams, cluster
-from components.core.keras_compat import keras
-from components.core.pruning import PruningParams, prune
+from collabopt.components.core.clustering import ClusteringParams, cluster
+from collabopt.components.core.keras_compat import keras
+from collabopt.components.core.pruning import PruningParams, prune
 from tests.components.core.helpers import ONE_EPOCH
 
 

@@ -1,8 +1,8 @@
 """Small models and constants shared by the core technique tests."""
 from __future__ import annotations
 
-from components.core.keras_compat import keras
-from components.core.training import TrainingParams
+from collabopt.components.core.keras_compat import keras
+from collabopt.components.core.training import TrainingParams
 
 ONE_EPOCH = TrainingParams(epochs=1, learning_rate=1e-4)
 KERNEL_LAYERS = ("conv1", "conv2", "conv3", "dense1", "logits")  # of the digits CNN

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from components.core.clustering import (CentroidInitialization, ClusteringParams,
+from collabopt.components.core.clustering import (CentroidInitialization, ClusteringParams,
                                         check_clusterable, cluster)
-from components.core.errors import ConfigError, UnsupportedLayerError, UnsupportedModelError
-from components.core.keras_compat import keras, tf
-from components.core.metrics import keras_weight_structure
-from components.core.pruning import PruningParams, prune
-from components.core.training import keras_accuracy
+from collabopt.components.core.errors import ConfigError, UnsupportedLayerError, UnsupportedModelError
+from collabopt.components.core.keras_compat import keras, tf
+from collabopt.components.core.metrics import keras_weight_structure
+from collabopt.components.core.pruning import PruningParams, prune
+from collabopt.components.core.training import keras_accuracy
 from tests.components.core.helpers import ONE_EPOCH, KERNEL_LAYERS, _Scale, _Subclassed
 
 

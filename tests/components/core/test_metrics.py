@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.core import metrics
-from components.core.data import dataset_from_arrays
-from components.core.errors import ConfigError
-from components.core.keras_compat import keras, tf, tfmot
-from components.core.tflite import QuantizationMode, convert
+from collabopt.components.core import metrics
+from collabopt.components.core.data import dataset_from_arrays
+from collabopt.components.core.errors import ConfigError
+from collabopt.components.core.keras_compat import keras, tf, tfmot
+from collabopt.components.core.tflite import QuantizationMode, convert
 
 K = 5  # distinct values in every hand-set kernel (zero included)
 

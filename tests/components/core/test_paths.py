@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from components.core.data import representative_dataset
-from components.core.keras_compat import keras
-from components.core.metrics import tflite_accuracy, tflite_weight_structure
-from components.core.qat import QATMode, quantize_aware_train
-from components.core.tflite import QuantizationMode, convert
+from collabopt.components.core.data import representative_dataset
+from collabopt.components.core.keras_compat import keras
+from collabopt.components.core.metrics import tflite_accuracy, tflite_weight_structure
+from collabopt.components.core.qat import QATMode, quantize_aware_train
+from collabopt.components.core.tflite import QuantizationMode, convert
 from tests.components.core.helpers import ONE_EPOCH
 
 CLUSTERS = 8
@@ -85,7 +85,7 @@ def test_plain_qat_after_clustering_loses_the_clusters_cqat_keeps(clustered, lea
 
 
 def test_collaborative_leaves_compress_best(leaves):
-    from components.core.metrics import gzip_size
+    from collabopt.components.core.metrics import gzip_size
 
     sizes = {path: gzip_size(data) for path, data in leaves.items()}
     assert sizes["prune>cluster>pcqat"] < sizes["prune>pqat"] < sizes["qat"]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.core.errors import StructureLostError
-from components.core.metrics import KernelStats, WeightStructure
-from components.core.preservation import (check_clusters_kept, check_sparsity_kept,
+from collabopt.components.core.errors import StructureLostError
+from collabopt.components.core.metrics import KernelStats, WeightStructure
+from collabopt.components.core.preservation import (check_clusters_kept, check_sparsity_kept,
                                           clustered_kernels, is_clustered, is_pruned,
                                           match_kernels)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.core.errors import ConfigError, UnsupportedLayerError, UnsupportedModelError
-from components.core.keras_compat import keras, tf
-from components.core.metrics import keras_weight_structure
-from components.core.pruning import (PruningParams, PruningPolicy, PruningSchedule,
+from collabopt.components.core.errors import ConfigError, UnsupportedLayerError, UnsupportedModelError
+from collabopt.components.core.keras_compat import keras, tf
+from collabopt.components.core.metrics import keras_weight_structure
+from collabopt.components.core.pruning import (PruningParams, PruningPolicy, PruningSchedule,
                                      check_prunable, prune)
-from components.core.training import keras_accuracy
+from collabopt.components.core.training import keras_accuracy
 from tests.components.core.helpers import ONE_EPOCH, KERNEL_LAYERS, _Scale, _Subclassed
 
 

@@ -6,15 +6,15 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from components.core import qat
-from components.core.errors import (ConfigError, ModelLoadError, StructureLostError,
+from collabopt.components.core import qat
+from collabopt.components.core.errors import (ConfigError, ModelLoadError, StructureLostError,
                                     UnsupportedLayerError, UnsupportedModelError)
-from components.core.keras_compat import keras, tf, tfmot
-from components.core.metrics import keras_weight_structure
-from components.core.pruning import clone_with_weights
-from components.core.qat import (QATMode, check_quantizable, load_model, quantize_aware_train,
+from collabopt.components.core.keras_compat import keras, tf, tfmot
+from collabopt.components.core.metrics import keras_weight_structure
+from collabopt.components.core.pruning import clone_with_weights
+from collabopt.components.core.qat import (QATMode, check_quantizable, load_model, quantize_aware_train,
                                  resolve_mode, save_model)
-from components.core.training import keras_accuracy
+from collabopt.components.core.training import keras_accuracy
 from tests.components.core.helpers import ONE_EPOCH, KERNEL_LAYERS, _Subclassed
 
 

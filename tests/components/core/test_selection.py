@@ -1,7 +1,7 @@
 import pytest
 
-from components.core.errors import ConfigError
-from components.core.selection import LeafMetrics, Objective, misses, select
+from collabopt.components.core.errors import ConfigError
+from collabopt.components.core.selection import LeafMetrics, Objective, misses, select
 
 LEAVES = [
     LeafMetrics("ptq", int8_accuracy=0.96, tflite_bytes=40_000, accuracy_drop=None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.core import metrics
-from components.core.data import representative_dataset
-from components.core.errors import ConfigError, ConversionError
-from components.core.keras_compat import keras, tf, tfmot
-from components.core.tflite import QuantizationMode, convert, float_ops, io_details, is_qat_model
+from collabopt.components.core import metrics
+from collabopt.components.core.data import representative_dataset
+from collabopt.components.core.errors import ConfigError, ConversionError
+from collabopt.components.core.keras_compat import keras, tf, tfmot
+from collabopt.components.core.tflite import QuantizationMode, convert, float_ops, io_details, is_qat_model
 
 
 def _keras_accuracy(model, ds) -> float:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.core.errors import ConfigError, DatasetError
-from components.core.keras_compat import keras, tf
-from components.core.training import (TrainingParams, compile_for_fine_tuning, count_batches,
+from collabopt.components.core.errors import ConfigError, DatasetError
+from collabopt.components.core.keras_compat import keras, tf
+from collabopt.components.core.training import (TrainingParams, compile_for_fine_tuning, count_batches,
                                       fine_tune, keras_accuracy, outputs_probabilities)
 
 

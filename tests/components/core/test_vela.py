@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from components.core import vela
-from components.core.data import representative_dataset
-from components.core.errors import ConfigError, VelaCompileError
-from components.core.keras_compat import keras, tf
-from components.core.tflite import QuantizationMode, convert
+from collabopt.components.core import vela
+from collabopt.components.core.data import representative_dataset
+from collabopt.components.core.errors import ConfigError, VelaCompileError
+from collabopt.components.core.keras_compat import keras, tf
+from collabopt.components.core.tflite import QuantizationMode, convert
 
 
 @pytest.fixture(scope="module")
