@@ -1,8 +1,9 @@
 """The executor shape shared by Pruner, SparseClusterer and PreservingQAT.
 
 Each reads a Keras model and Examples, checks before any training that the technique supports the
-model, applies it (core does the fine-tuning and verifies its own promise), measures the result
-and writes the Model with its properties. Subclasses say only what differs.
+model, applies it (core does the fine-tuning and verifies its own promise), checks that training
+did not diverge, measures the result and writes the Model with its properties. A leaf that cannot
+be built ends as a failed leaf (components/failure.py). Subclasses say only what differs.
 """
 from __future__ import annotations
 
@@ -11,31 +12,40 @@ from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types as tfx_types
-from tfx.dsl.components.base import base_executor
 
 from collabopt.components import artifact_io, keys, params, types
+from collabopt.components.failure import LeafStepExecutor
 
 
-class KerasStepExecutor(base_executor.BaseExecutor, abc.ABC):
+class KerasStepExecutor(LeafStepExecutor, abc.ABC):
+    LEAF_INPUT_KEYS = (keys.MODEL_KEY,)
+
+    @abc.abstractmethod
+    def step_name(self, exec_properties: Dict[str, Any]) -> str:
+        """The name this step appends to the technique path (e.g. 'prune75', 'cluster8',
+        'pcqat'), from the parameters alone (components.core.leaves)."""
 
     @abc.abstractmethod
     def prepare(self, model, exec_properties: Dict[str, Any]) -> str:
         """Checks the model before training (raising a clear error) and returns the step name
-        appended to the technique path (e.g. 'prune', 'pcqat')."""
+        (which may depend on the model, e.g. QAT mode `auto`)."""
 
     @abc.abstractmethod
     def apply(self, model, train_ds, exec_properties: Dict[str, Any], step: str):
         """Returns the optimized Keras model."""
 
-    def extra_properties(self, step: str) -> Dict[str, Any]:
+    def extra_properties(self, step: str, exec_properties: Dict[str, Any]) -> Dict[str, Any]:
         return {}
 
-    def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
-           output_dict: Dict[str, List[tfx_types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
-        from collabopt.components.core import metrics, training
+    def leaf_path(self, input_dict, exec_properties):
+        return artifact_io.technique_path(artifact_io.single(input_dict, keys.MODEL_KEY),
+                                          self.step_name(exec_properties))
 
-        self._log_startup(input_dict, output_dict, exec_properties)
+    def run(self, input_dict: Dict[str, List[tfx_types.Artifact]],
+            output_dict: Dict[str, List[tfx_types.Artifact]],
+            exec_properties: Dict[str, Any]) -> None:
+        from collabopt.components.core import metrics, preservation, training
+
         model_artifact = artifact_io.single(input_dict, keys.MODEL_KEY)
         output = artifact_io.single(output_dict, keys.OPTIMIZED_MODEL_KEY)
 
@@ -44,6 +54,7 @@ class KerasStepExecutor(base_executor.BaseExecutor, abc.ABC):
         train_ds, eval_ds = artifact_io.train_and_eval(
             input_dict[keys.EXAMPLES_KEY], exec_properties, artifact_io.model_input_shape(model))
         optimized = self.apply(model, train_ds, exec_properties, step)
+        preservation.check_finite_weights(optimized, step=self.STEP)
         structure = metrics.keras_weight_structure(optimized)
         accuracy = training.keras_accuracy(optimized, eval_ds)
         logging.info("%s: sparsity %.3f, max %d unique values per kernel, accuracy %.4f", step,
@@ -55,5 +66,5 @@ class KerasStepExecutor(base_executor.BaseExecutor, abc.ABC):
             types.PARAMETERS: params.parameters_json(exec_properties),
             **artifact_io.structure_properties(structure),
             types.KERAS_ACCURACY: float(accuracy),
-            **self.extra_properties(step),
+            **self.extra_properties(step, exec_properties),
         })

@@ -68,3 +68,5 @@ MAX_SRAM_BYTES_KEY = "max_sram_bytes"
 # Selector parameters
 THRESHOLDS_KEY = "thresholds"
 OBJECTIVE_KEY = "objective"
+OBJECTIVE_TOLERANCE_KEY = "objective_tolerance"
+SEARCH_TRACE_KEY = "search_trace"

@@ -39,6 +39,11 @@ MAX_UNIQUE_PER_KERNEL = "max_unique_per_kernel"
 MAX_UNIQUE_PER_CHANNEL = "max_unique_per_channel"
 KERAS_ACCURACY = "keras_accuracy"          # float model accuracy on the eval split
 QAT_MODE = "qat_mode"
+LEVELS = "levels"                          # JSON {"target_sparsity": .., "number_of_clusters": ..}
+
+# Every artifact on a leaf's path: a leaf that could not be built (components/failure.py).
+FAILED = "failed"                          # int 1 when the leaf failed
+FAILURE = "failure"                        # JSON: step, path, error, message, hint
 
 # TFLiteModel
 QUANTIZATION = "quantization"
@@ -79,3 +84,6 @@ OBJECTIVE = "objective"
 RANKING = "ranking"                        # JSON list of passing leaves, best first
 EXPLANATION = "explanation"                # why this leaf, or which came closest and by how much
 CLOSEST_PATH = "closest_path"              # when none was selected: the nearest miss
+TIED = "tied"                              # JSON list: leaves within objective_tolerance of the best
+FAILED_LEAVES = "failed_leaves"            # JSON list of the leaves that could not be built
+SEARCH_TRACE = "search_trace"              # JSON: the levels `mode: search` tried and why it stopped

@@ -53,24 +53,39 @@ def _run_with_progress(config, runner=None):
             if not console.is_terminal:  # a log file gets one line per finished step
                 console.print(f"[{done}/{total}] {last}", highlight=False)
 
-        runners.run(config, runner, progress=progress)
+        trace = runners.run(config, runner, progress=progress)
         total = bar.tasks[0].total
         bar.update(task, completed=total, last="finished")
+    return trace
 
 
-def _print_outcome(config) -> None:
-    """The leaves table, then what was deployed (or why nothing was)."""
+def _print_outcome(config, search_trace=None) -> None:
+    """The leaves table, then what was deployed (or why nothing was). Exits 1 when no leaf
+    could be built at all (failed leaves do not fail the run while one leaf was evaluated)."""
     from collabopt.pipelines.leaves import leaves_table, read_leaves
 
     records = read_leaves(config.metadata)
     out.print(leaves_table(records))
+    if search_trace:
+        console.print(f"Search: {search_trace['leaves_tried']} of {search_trace['grid_leaves']} "
+                      f"leaves tried in {search_trace['rounds']} rounds; "
+                      + "; ".join(search_trace["stopped"]) + ".", highlight=False)
+    failed = [r for r in records if r.failure]
     selected = [r for r in records if r.selected]
     if selected:
         console.print(f"Selected [bold]{selected[0].path}[/]; the Pusher deploys it under "
                       f"{config.serving_dir}", highlight=False)
+    elif records and len(failed) == len(records):
+        console.print("[bold red]No leaf could be built:[/]", highlight=False)
+        for r in failed:
+            console.print(f"  {r.path}: {'; '.join(r.reasons)}", highlight=False)
+        sys.exit(1)
     else:
         console.print("No leaf met the thresholds, so nothing was deployed; the verdict column "
                       "says which threshold each leaf missed and by how much.", highlight=False)
+    if failed and len(failed) < len(records):
+        console.print(f"{len(failed)} leaf/leaves failed to build; the verdict column says why.",
+                      highlight=False)
 
 
 @main.command()
@@ -82,15 +97,15 @@ def run(config_path, runner):
     from collabopt.pipelines.config import load_config
 
     config = load_config(config_path)
-    _run_with_progress(config, runner)
-    _print_outcome(config)
+    trace = _run_with_progress(config, runner)
+    _print_outcome(config, trace)
 
 
 @main.command()
 @click.option("--workdir", type=click.Path(file_okay=False), default="demo-run", show_default=True)
 @click.option("--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True)
-@click.option("--mode", type=click.Choice(["exhaustive", "progressive"]), default="exhaustive",
-              show_default=True)
+@click.option("--mode", type=click.Choice(["exhaustive", "progressive", "search"]),
+              default="exhaustive", show_default=True)
 def demo(workdir, runner, mode):
     """Run the whole deployment tree on scikit-learn's digits (no download needed).
 
@@ -103,8 +118,8 @@ def demo(workdir, runner, mode):
     config_path = write_demo(workdir, runner=runner, mode=mode)
     console.print(f"Demo config: {config_path}")
     config = load_config(config_path)
-    _run_with_progress(config)
-    _print_outcome(config)
+    trace = _run_with_progress(config)
+    _print_outcome(config, trace)
 
 
 @main.command()

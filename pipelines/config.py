@@ -15,12 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from collabopt.components.core.errors import ConfigError
-from collabopt.components.core.leaves import BASELINE_LEAF, LEAVES
-from collabopt.components.core.selection import Objective, Thresholds as _CheckedThresholds
+from collabopt.components.core.leaves import BASELINE_LEAF, TEMPLATES, Leaf, expand
+from collabopt.components.core.selection import (DEFAULT_OBJECTIVE_TOLERANCE, Objective,
+                                                 Thresholds as _CheckedThresholds)
 
 class Mode(str, enum.Enum):
-    EXHAUSTIVE = "exhaustive"
-    PROGRESSIVE = "progressive"
+    EXHAUSTIVE = "exhaustive"    # every leaf at every combination of levels
+    PROGRESSIVE = "progressive"  # deeper technique chains only while no leaf meets the thresholds
+    SEARCH = "search"            # the most compressed levels that meet the thresholds (search.py)
 
 
 class Runner(str, enum.Enum):
@@ -64,8 +66,19 @@ class TrainingConfig(_Section):
     batch_size: int = Field(32, ge=1)
 
 
+def _levels(value, name: str) -> list:
+    """A level or a list of levels -> a non-empty list without repeats (order kept)."""
+    levels = value if isinstance(value, list) else [value]
+    if not levels:
+        raise ValueError(f"{name}: give one level or a non-empty list of levels")
+    return list(dict.fromkeys(levels))
+
+
 class PruningConfig(_Section):
-    target_sparsity: float = 0.5
+    """`target_sparsity` is one level or a list: every level is its own branch of the tree (and
+    the candidates `mode: search` chooses from)."""
+
+    target_sparsity: float | list[float] = 0.5
     pruning_schedule: Literal["constant_sparsity", "polynomial_decay"] = "polynomial_decay"
     initial_sparsity: float = 0.0
     begin_step: int = 0
@@ -75,13 +88,23 @@ class PruningConfig(_Section):
     pruning_policy: Optional[Literal["prune_for_latency_on_xnnpack"]] = None
     layers: Optional[list[str]] = None
 
+    @property
+    def levels(self) -> list[float]:
+        return _levels(self.target_sparsity, "pruning.target_sparsity")
+
 
 class ClusteringConfig(_Section):
-    number_of_clusters: int = 16
+    """`number_of_clusters` is one level or a list, as pruning's `target_sparsity`."""
+
+    number_of_clusters: int | list[int] = 16
     cluster_centroids_init: Literal[
         "kmeans_plus_plus", "linear", "random", "density_based"] = "kmeans_plus_plus"
     cluster_per_channel: bool = False
     layers: Optional[list[str]] = None
+
+    @property
+    def levels(self) -> list[int]:
+        return _levels(self.number_of_clusters, "clustering.number_of_clusters")
 
 
 class ConversionConfig(_Section):
@@ -119,7 +142,7 @@ class PipelineConfig(_Section):
     serving_dir: str = "serving"
     data: DataConfig = DataConfig()
     base_model: BaseModelConfig = BaseModelConfig()
-    leaves: list[str] = list(LEAVES)
+    leaves: list[str] = list(TEMPLATES)
     training: TrainingConfig = TrainingConfig()
     pruning: PruningConfig = PruningConfig()
     clustering: ClusteringConfig = ClusteringConfig()
@@ -127,6 +150,10 @@ class PipelineConfig(_Section):
     targets: list[TargetConfig] = Field(default_factory=lambda: [TargetConfig()], min_length=1)
     thresholds: Thresholds = Thresholds()
     objective: Objective = Objective.LATENCY
+    objective_tolerance: float = Field(
+        DEFAULT_OBJECTIVE_TOLERANCE, ge=0, le=1,
+        description="Leaves within this fraction of the best objective value tie; the most "
+                    "accurate of them wins.")
     mode: Mode = Mode.EXHAUSTIVE
     runner: Runner = Runner.LOCAL
     beam_pipeline_args: list[str] = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -135,13 +162,15 @@ class PipelineConfig(_Section):
     @pydantic.field_validator("leaves")
     @classmethod
     def _known_leaves(cls, leaves: list[str]) -> list[str]:
-        unknown = [leaf for leaf in leaves if leaf not in LEAVES]
+        unknown = [leaf for leaf in leaves if leaf not in TEMPLATES]
         if unknown:
-            raise ValueError(f"unknown leaf {unknown[0]!r}; allowed: {', '.join(LEAVES)}")
+            raise ValueError(f"unknown leaf {unknown[0]!r}; allowed: {', '.join(TEMPLATES)} "
+                             "(levels go in pruning.target_sparsity and "
+                             "clustering.number_of_clusters)")
         if not leaves:
-            raise ValueError(f"at least one leaf is needed; allowed: {', '.join(LEAVES)}")
+            raise ValueError(f"at least one leaf is needed; allowed: {', '.join(TEMPLATES)}")
         # The baseline is always built: every other leaf's accuracy drop is measured against it.
-        return [leaf for leaf in LEAVES if leaf in leaves or leaf == BASELINE_LEAF]
+        return [leaf for leaf in TEMPLATES if leaf in leaves or leaf == BASELINE_LEAF]
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "PipelineConfig":
@@ -153,7 +182,15 @@ class PipelineConfig(_Section):
                 f"got {sources or 'none'}")
         if not self.data.examples:
             raise ValueError("data.examples: the directory of TFRecord splits is required")
+        self.pruning.levels, self.clustering.levels  # noqa: B018 (non-empty lists)
         return self
+
+    def all_leaves(self) -> list[Leaf]:
+        """Every leaf of the tree: each template at every combination of its levels."""
+        from collabopt.components import params
+
+        m_by_n = params.parse_m_by_n(self.pruning.sparsity_m_by_n)
+        return expand(self.leaves, self.pruning.levels, self.clustering.levels, m_by_n)
 
     def validate_parameters(self) -> None:
         """Checks value ranges with the same functions the components use when they are built."""
@@ -165,8 +202,12 @@ class PipelineConfig(_Section):
         _in_section("data", lambda: params.check_data_params(data))
         _in_section("thresholds", lambda: _CheckedThresholds(**self.thresholds.as_dict()))
         _in_section("training", lambda: params.training_params(self.training.model_dump()))
-        _in_section("pruning", lambda: params.pruning_params(self.pruning.model_dump()))
-        _in_section("clustering", lambda: params.clustering_params(self.clustering.model_dump()))
+        for level in self.pruning.levels:
+            _in_section("pruning", lambda s=level: params.pruning_params(
+                {**self.pruning.model_dump(), "target_sparsity": s}))
+        for level in self.clustering.levels:
+            _in_section("clustering", lambda n=level: params.clustering_params(
+                {**self.clustering.model_dump(), "number_of_clusters": n}))
         for i, target in enumerate(self.targets):
             _in_section(f"targets[{i}]", lambda t=target: params.vela_options(t.model_dump()))
 

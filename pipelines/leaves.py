@@ -11,7 +11,7 @@ from rich.table import Table
 
 from collabopt.components import types as t
 from collabopt.components.core.errors import CollaboptError
-from collabopt.components.core.leaves import LEAVES
+from collabopt.components.core.leaves import sort_key as leaf_sort_key
 from collabopt.components.properties import property_value
 from collabopt.pipelines import mlmd
 
@@ -85,6 +85,7 @@ class LeafRecord:
     reasons: list[str]
     evaluation_id: int
     tflite_id: Optional[int]
+    failure: Optional[dict[str, str]] = None   # a failed leaf: step, path, error, message, hint
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,10 +93,6 @@ class LeafRecord:
 
 _VELA_FIELDS = (t.TARGET, t.CYCLES, t.INFERENCE_MS, t.SRAM_BYTES, t.FLASH_BYTES, t.DRAM_BYTES,
                 t.NPU_OPS, t.CPU_OPS)
-
-
-def _order(path: str) -> int:
-    return LEAVES.index(path) if path in LEAVES else len(LEAVES)
 
 
 def leaves_of_run(run: RunArtifacts) -> list[LeafRecord]:
@@ -132,8 +129,9 @@ def leaves_of_run(run: RunArtifacts) -> list[LeafRecord]:
             reasons=json.loads(reasons) if reasons else [],
             evaluation_id=evaluation.id,
             tflite_id=tflite.id if tflite else None,
+            failure=json.loads(props[t.FAILURE]) if props.get(t.FAILED) else None,
         ))
-    return sorted(records, key=lambda r: _order(r.path))
+    return sorted(records, key=lambda r: leaf_sort_key(r.path))
 
 
 def read_leaves(metadata_uri: str, run_id: Optional[str] = None) -> list[LeafRecord]:
@@ -166,6 +164,7 @@ def leaves_table(records: list[LeafRecord]) -> Table:
         first = r.vela[0] if r.vela else {}
         verdict = ("[bold green]SELECTED[/]" if r.selected else
                    "[green]meets thresholds[/]" if r.blessed else
+                   "[bold red]FAILED[/] [red]" + "; ".join(r.reasons)[:120] + "[/]" if r.failure else
                    "[red]" + "; ".join(r.reasons)[:80] + "[/]")
         table.add_row(
             r.path, _fmt(r.int8_accuracy, ".4f"), _fmt(r.accuracy_drop, "+.4f"),

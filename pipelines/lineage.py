@@ -33,7 +33,7 @@ from rich.tree import Tree
 from collabopt.components import keys
 from collabopt.components import types as t
 from collabopt.components.core.errors import CollaboptError
-from collabopt.components.core.leaves import LEAVES, leaf_key
+from collabopt.components.core.leaves import leaf_key
 from collabopt.components.properties import property_value
 from collabopt.pipelines import mlmd
 from collabopt.pipelines.leaves import artifact_properties, latest_run, run_artifacts
@@ -282,7 +282,7 @@ class _Walker:
             if not self.full:
                 if key in SIDE_INPUT_KEYS:
                     followed = False
-                elif selected and _is_leaf_key(key) and key != leaf_key(selected):
+                elif selected and key != leaf_key(selected):  # a Selector: every input is a leaf
                     followed = False
             inputs.append(InputRef(key, e.artifact_id, followed))
         parameters = {k: property_value(v) for k, v in execution.properties.items()}
@@ -301,13 +301,6 @@ class _Walker:
             inputs=inputs,
             outputs=outputs,
         )
-
-
-_LEAF_KEYS = frozenset(leaf_key(p) for p in LEAVES)
-
-
-def _is_leaf_key(key: str) -> bool:
-    return key in _LEAF_KEYS
 
 
 def trace(store: metadata_store.MetadataStore, artifact_id: int, metadata_uri: str = "",

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from collabopt.components import types as t
 from collabopt.components.core.errors import CollaboptError
-from collabopt.components.core.leaves import LEAVES
+from collabopt.components.core.leaves import sort_key as leaf_sort_key, template_of
 from collabopt.pipelines import mlmd
 from collabopt.pipelines.leaves import (LeafRecord, artifact_properties, latest_run, leaves_of_run,
                               run_artifacts)
@@ -37,6 +37,7 @@ INDEX = "index.html"
 PARETO_PNG = "pareto.png"
 TREE_PNG = "tree.png"
 WEIGHTS_PNG = "weights.png"
+SEARCH_PNG = "search.png"
 
 _SELECTED_COLOR = "#d4a017"
 _BLESSED_COLOR = "#2e7d32"
@@ -51,6 +52,7 @@ class SelectionInfo:
     closest_path: str = ""
     objective: str = ""
     ranking: tuple[str, ...] = ()
+    search_trace: Optional[dict] = None      # `mode: search`: the levels tried and why it stopped
 
 
 def _selection(run) -> SelectionInfo:
@@ -62,9 +64,11 @@ def _selection(run) -> SelectionInfo:
         return SelectionInfo()
     props = artifact_properties(models[-1])
     ranking = props.get(t.RANKING)
+    trace = props.get(t.SEARCH_TRACE)
     return SelectionInfo(props.get(t.SELECTED_PATH) or "", props.get(t.EXPLANATION) or "",
                          props.get(t.CLOSEST_PATH) or "", props.get(t.OBJECTIVE) or "",
-                         tuple(json.loads(ranking)) if ranking else ())
+                         tuple(json.loads(ranking)) if ranking else (),
+                         json.loads(trace) if trace else None)
 
 
 def focus_leaf(records: list[LeafRecord], selection: SelectionInfo) -> tuple[LeafRecord, str]:
@@ -76,8 +80,8 @@ def focus_leaf(records: list[LeafRecord], selection: SelectionInfo) -> tuple[Lea
     if closest in by_path:
         return by_path[closest], (f"No leaf was selected: the plots and the lineage follow "
                                   f"{closest}, the leaf that came closest to the thresholds.")
-    best = max(records, key=lambda r: (r.int8_accuracy if r.int8_accuracy is not None else -1.0,
-                                       -LEAVES.index(r.path) if r.path in LEAVES else 0))
+    best = min(records, key=lambda r: (-(r.int8_accuracy if r.int8_accuracy is not None else -1.0),
+                                       leaf_sort_key(r.path)))
     return best, (f"No leaf was selected: the plots and the lineage follow {best.path}, the leaf "
                   "with the best int8 accuracy.")
 
@@ -121,6 +125,10 @@ def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None) -> s
     figures["tree"] = TREE_PNG
     weights = weight_densities(store, lineage, focus, os.path.join(out_dir, WEIGHTS_PNG))
     figures["weights"] = WEIGHTS_PNG if weights.get("stages") else None
+    figures["search"] = None
+    if selection.search_trace:
+        plot_search(selection.search_trace, os.path.join(out_dir, SEARCH_PNG))
+        figures["search"] = SEARCH_PNG
 
     pipeline_names = [c.name for c in store.get_parent_contexts_by_context(run_context.id)]
     primary_target = next((r.vela[0].get(t.TARGET) for r in records if r.vela), None)
@@ -171,7 +179,7 @@ def _leaf_row(r: LeafRecord, focus: LeafRecord) -> dict[str, Any]:
         "max_unique_per_channel": _fmt(getattr(r, "max_unique_per_channel", None), "d"),
         "targets": targets,
         "selected": r.selected, "blessed": r.blessed, "reasons": r.reasons,
-        "focus": r.path == focus.path,
+        "failed": r.failure is not None, "focus": r.path == focus.path,
     }
 
 
@@ -276,6 +284,46 @@ def plot_pareto(records: list[LeafRecord], focus: LeafRecord, path: str) -> str:
             if missing else "")
 
 
+def plot_search(trace: dict, path: str) -> None:
+    """The levels `mode: search` tried: sparsity across, cluster count down; green held the
+    accuracy budget, red did not. Single-technique trials sit in the margins."""
+    from matplotlib import pyplot as plt
+
+    trials = trace.get("trials", [])
+    sparsities = sorted({tr["levels"]["target_sparsity"] for tr in trials
+                         if "target_sparsity" in tr["levels"]})
+    clusters = sorted({tr["levels"]["number_of_clusters"] for tr in trials
+                       if "number_of_clusters" in tr["levels"]}, reverse=True)
+    xs = {s: i + 1 for i, s in enumerate(sparsities)}
+    ys = {c: i + 1 for i, c in enumerate(clusters)}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for tr in trials:
+        levels = tr["levels"]
+        if not levels:
+            continue
+        x = xs.get(levels.get("target_sparsity"), 0)
+        y = ys.get(levels.get("number_of_clusters"), 0)
+        color = _BLESSED_COLOR if tr["held"] else _MISS_COLOR
+        ax.scatter([x], [y], s=220, color=color, edgecolor="black", lw=0.6, zorder=3)
+        ax.annotate(str(tr["round"]), (x, y), ha="center", va="center", fontsize=8,
+                    color="white", zorder=4)
+    ax.scatter([], [], color=_BLESSED_COLOR, edgecolor="black", label="held the accuracy budget")
+    ax.scatter([], [], color=_MISS_COLOR, edgecolor="black", label="failed it")
+    ax.set_xticks([0, *xs.values()], ["no pruning", *[f"{s:g}" for s in sparsities]])
+    ax.set_yticks([0, *ys.values()], ["no clustering", *[str(c) for c in clusters]])
+    ax.set_xlabel("target sparsity (more compressed →)")
+    ax.set_ylabel("clusters per kernel (more compressed ↑)")
+    ax.set_xlim(-0.6, len(xs) + 0.6)
+    ax.set_ylim(-0.6, len(ys) + 0.6)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Levels tried: {trace.get('leaves_tried')} of {trace.get('grid_leaves')} leaves "
+                 f"in {trace.get('rounds')} rounds (numbers: round)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _label_points(ax, labels: list[str], points: list[tuple[float, float]]) -> None:
     """Labels next to the points, moved around a point when they would overlap a placed one."""
     fig = ax.figure
@@ -374,14 +422,13 @@ def tree_nodes(records: list[LeafRecord], models: dict[str, dict[str, Any]]) -> 
 
 def _layout(nodes: dict[str, _Node]) -> None:
     """Depth on x; leaves spread on y in depth-first order, parents centred on their children."""
-    order = {p: i for i, p in enumerate(LEAVES)}
     counter = [0]
 
     def visit(key: str, depth: int) -> float:
         node = nodes[key]
         node.x = depth
         kids = sorted(node.children, key=lambda k: (nodes[k].kind != "leaf",
-                                                    order.get(k.split("#")[0], 99), k))
+                                                    leaf_sort_key(k.split("#")[0])))
         node.children = kids
         if not kids:
             node.y = counter[0]
@@ -466,7 +513,7 @@ def _stage_label(a) -> str:
         return f"int8 .tflite ({path})"
     if path == "base":
         return "float base model"
-    step = path.split(">")[-1]
+    step = template_of(path).split(">")[-1]
     words = {"prune": "pruned", "cluster": "clustered", "qat": "QAT", "pqat": "PQAT",
              "cqat": "CQAT", "pcqat": "PCQAT"}
     return f"{words.get(step, step)} ({path})"

@@ -13,7 +13,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.dsl.io import fileio
 from tfx.orchestration import pipeline as pipeline_lib
 
-from collabopt.pipelines import mlmd
+from collabopt.components.core.errors import ConfigError
+from collabopt.components.core.leaves import Leaf
+from collabopt.pipelines import mlmd, search
 from collabopt.pipelines.config import Mode, PipelineConfig, Runner, check_local_inputs
 from collabopt.pipelines.tree import create_pipeline
 
@@ -21,18 +23,29 @@ _DONE = {metadata_store_pb2.Execution.COMPLETE: "done", metadata_store_pb2.Execu
          metadata_store_pb2.Execution.FAILED: "failed", metadata_store_pb2.Execution.CANCELED: "skipped"}
 
 
-def build(config: PipelineConfig) -> pipeline_lib.Pipeline:
+def build(config: PipelineConfig, leaves: Optional[list[Leaf]] = None,
+          search_trace: Optional[str] = None, push: bool = True) -> pipeline_lib.Pipeline:
     metadata_dir = os.path.dirname(config.metadata)
     if "://" not in config.metadata and metadata_dir:
         fileio.makedirs(metadata_dir)
-    return create_pipeline(config, metadata_connection_config=mlmd.connection_config(config.metadata))
+    return create_pipeline(config, mlmd.connection_config(config.metadata), leaves=leaves,
+                           search_trace=search_trace, push=push)
 
 
-def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=None) -> None:
-    """Runs the pipeline to completion; `progress(done, total, last_node)` is called as nodes finish."""
+def run(config: PipelineConfig, runner: Optional[Runner | str] = None,
+        progress=None) -> Optional[dict]:
+    """Runs the pipeline to completion; `progress(done, total, last_node)` is called as nodes
+    finish. `mode: search` runs several rounds and returns the search trace."""
     runner = Runner(runner or config.runner)
     check_local_inputs(config)
-    pipeline = build(config)
+    if config.mode == Mode.SEARCH:
+        return _run_search(config, runner, progress)
+    _run_pipeline(build(config), config, runner, progress)
+    return None
+
+
+def _run_pipeline(pipeline: pipeline_lib.Pipeline, config: PipelineConfig, runner: Runner,
+                  progress) -> None:
     total = len(pipeline.components)
     with _watch(config.metadata, config.pipeline_name, total, progress):
         if runner == Runner.BEAM:
@@ -41,6 +54,28 @@ def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=
         else:
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
             LocalDagRunner().run(pipeline)
+
+
+def _run_search(config: PipelineConfig, runner: Runner, progress) -> dict:
+    """Rounds of pipeline runs chosen by pipelines.search from what ML Metadata holds."""
+    from collabopt.components.core.selection import Thresholds
+    from collabopt.pipelines.leaves import read_leaves
+
+    rounds = [0]
+
+    def run_round(leaves, trace, final):
+        rounds[0] += 1
+        label = "final round" if final else f"round {rounds[0]}"
+        round_progress = None if progress is None else (
+            lambda done, total, last: progress(done, total, f"{label}: {last}"))
+        _run_pipeline(build(config, leaves, trace, push=final), config, runner, round_progress)
+        return {r.path: search.Outcome(
+                    r.path, r.int8_accuracy, r.accuracy_drop,
+                    r.failure["message"] if r.failure else None)
+                for r in read_leaves(config.metadata)}
+
+    return search.run_search(config.all_leaves(), Thresholds(**config.thresholds.as_dict()),
+                             run_round)
 
 
 def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
@@ -54,10 +89,17 @@ def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_v2
 
     if config.mode == Mode.PROGRESSIVE:
-        absl_logging.warning(
-            "mode: progressive compiles, but on Kubeflow Pipelines the gate Selectors consume the "
-            "outputs of tasks a condition may skip, which the open-source KFP backend cannot hand "
-            "on; this is unverified on a cluster. Use mode: exhaustive for Kubeflow runs.")
+        raise ConfigError(
+            "mode: progressive cannot be compiled for Kubeflow Pipelines: its gate Selectors "
+            "consume the outputs of tasks a condition may skip, which KFP's backend cannot hand "
+            "on. Use mode: exhaustive, with the leaves you want in `leaves`.")
+    if config.mode == Mode.SEARCH:
+        raise ConfigError(
+            "mode: search cannot be compiled for Kubeflow Pipelines: each round is a pipeline "
+            "run chosen from the previous round's results, which one compiled spec cannot "
+            "express. Use mode: exhaustive with the levels to try as lists "
+            "(pruning.target_sparsity: [0.5, 0.75], clustering.number_of_clusters: [16, 8]); "
+            "a local `collabopt run` in mode: search tells which levels are worth listing.")
     pipeline = create_pipeline(config, metadata_connection_config=None)
     runner = kfp_v2.KubeflowV2DagRunner(
         config=kfp_v2.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),

@@ -1,9 +1,12 @@
 """Config -> TFX pipeline: the collaborative-optimization deployment tree (ARCHITECTURE.md).
 
-Each requested leaf is a chain of techniques from the base model ending in an int8 `.tflite`,
-which is Vela-compiled for every target and evaluated; a Selector picks the leaf that meets the
-thresholds and a stock TFX Pusher deploys it. Shared prefixes (e.g. `prune` under `prune>ptq` and
-`prune>pqat`) are built once. Knows nothing of runners.
+Each leaf (a template of `config.leaves` at one combination of the levels in
+`pruning.target_sparsity` / `clustering.number_of_clusters`) is a chain of techniques from the
+base model ending in an int8 `.tflite`, which is Vela-compiled for every target and evaluated; a
+Selector picks the leaf that meets the thresholds and a stock TFX Pusher deploys it. Shared
+prefixes (e.g. `prune75` under `prune75>ptq`, `prune75>cluster8>pcqat` and
+`prune75>cluster16>pcqat`) are built once. Component ids carry the leaf's path with its levels
+(`PreservingQAT_prune75_cluster8_pcqat`). Knows nothing of runners.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from tfx.types import standard_artifacts
 from collabopt.components.types import BLESSED
 from collabopt.components import (Evaluator, PreservingQAT, Pruner, SparseClusterer, TFLiteConverter,
                         VelaCompiler, keys)
-from collabopt.components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
+from collabopt.components.core.leaves import (BASELINE_LEAF, CLUSTER, PRUNE, SEPARATOR, Leaf,
+                                             depth, leaf_key)
 from collabopt.components.selector.component import Selector
 from collabopt.pipelines.config import Mode, PipelineConfig
 
@@ -81,42 +85,42 @@ class _TreeBuilder:
             self.models[""] = trainer.outputs["model"]
 
     # --- techniques --------------------------------------------------------------------------
-    def model_for(self, prefix: str) -> tfx.dsl.Channel:
-        """The model channel after the techniques in `prefix` ('', 'prune', 'cluster',
-        'prune>cluster'), building each step once."""
+    def model_for(self, leaf: Leaf, n_steps: int) -> tfx.dsl.Channel:
+        """The model channel after the first `n_steps` techniques of `leaf` (0: the base model),
+        building each step once: prefixes are keyed by their path with levels."""
+        prefix = SEPARATOR.join(leaf.steps[:n_steps])
         if prefix in self.models:
             return self.models[prefix]
-        parent, _, step = prefix.rpartition(">")
-        source = self.model_for(parent)
+        source = self.model_for(leaf, n_steps - 1)
+        technique = leaf.template.split(SEPARATOR)[n_steps - 1]
         common = dict(model=source, examples=self.examples, **self.data_kwargs,
                       **self.training_kwargs)
-        if step == "prune":
+        if technique == PRUNE:
             p = self.config.pruning
             node = Pruner(
-                target_sparsity=p.target_sparsity, pruning_schedule=p.pruning_schedule,
+                target_sparsity=leaf.target_sparsity, pruning_schedule=p.pruning_schedule,
                 initial_sparsity=p.initial_sparsity, begin_step=p.begin_step,
                 end_step=p.end_step, frequency=p.frequency, sparsity_m_by_n=p.sparsity_m_by_n,
                 pruning_policy=p.pruning_policy,
                 layers=",".join(p.layers) if p.layers else None, **common)
-        elif step == "cluster":
+        elif technique == CLUSTER:
             c = self.config.clustering
             node = SparseClusterer(
-                number_of_clusters=c.number_of_clusters,
+                number_of_clusters=leaf.number_of_clusters,
                 cluster_centroids_init=c.cluster_centroids_init,
-                preserve_sparsity="prune" in parent.split(">"),
+                preserve_sparsity=PRUNE in leaf.template.split(SEPARATOR)[:n_steps - 1],
                 cluster_per_channel=c.cluster_per_channel,
                 layers=",".join(c.layers) if c.layers else None, **common)
         else:
-            raise ValueError(f"unknown technique {step!r} in {prefix!r}")
+            raise ValueError(f"unknown technique {technique!r} in {leaf.template!r}")
         node = self.add(node.with_id(f"{type(node).__name__}_{leaf_key(prefix)}"))
         self.models[prefix] = node.outputs[keys.OPTIMIZED_MODEL_KEY]
         return self.models[prefix]
 
     # --- leaves ------------------------------------------------------------------------------
-    def leaf(self, path: str) -> None:
-        prefix, _, last = path.rpartition(">")
-        key = leaf_key(path)
-        model = self.model_for(prefix)
+    def leaf(self, leaf: Leaf) -> None:
+        path, key, last = leaf.path, leaf.key, leaf.steps[-1]
+        model = self.model_for(leaf, len(leaf.steps) - 1)
         if last != "ptq":
             qat = self.add(PreservingQAT(
                 model=model, examples=self.examples, mode=last, **self.data_kwargs,
@@ -136,18 +140,25 @@ class _TreeBuilder:
                 optimise=target.optimise,
             ).with_id(f"VelaCompiler_{key}_{_target_key(target.accelerator_config, index)}"))
             vela_models.append(vela.outputs[keys.VELA_MODEL_KEY])
-        baseline = None if path == BASELINE_LEAF else self.evaluations[BASELINE_LEAF]
+        baseline = None if leaf.is_baseline else self.evaluations[BASELINE_LEAF]
         evaluator = self.add(Evaluator(
             tflite_model=tflite, examples=self.examples, vela_model=vela_models[0],
             baseline_evaluation=baseline, **self.config.thresholds.as_dict(),
             **self.data_kwargs).with_id(f"Evaluator_{key}"))
         self.evaluations[path] = evaluator.outputs[keys.EVALUATION_KEY]
 
-    def select_and_push(self) -> None:
-        selector = self.add(Selector(
+    def selector(self, node_id: str, search_trace: Optional[str] = None) -> Selector:
+        return self.add(Selector(
             evaluations=dict(self.evaluations),
             thresholds=self.config.thresholds.as_dict(),
-            objective=self.config.objective).with_id("Selector"))
+            objective=self.config.objective,
+            objective_tolerance=self.config.objective_tolerance,
+            search_trace=search_trace).with_id(node_id))
+
+    def select_and_push(self, search_trace: Optional[str] = None, push: bool = True) -> None:
+        selector = self.selector("Selector", search_trace)
+        if not push:
+            return
         self.add(tfx.components.Pusher(
             model=selector.outputs[keys.MODEL_KEY],
             model_blessing=selector.outputs[keys.BLESSING_KEY],
@@ -155,10 +166,11 @@ class _TreeBuilder:
                 filesystem=tfx.proto.PushDestination.Filesystem(
                     base_directory=self.config.serving_dir))).with_id("Pusher"))
 
-    def build_exhaustive(self) -> None:
-        for path in self.config.leaves:
-            self.leaf(path)
-        self.select_and_push()
+    def build_all(self, leaves: list[Leaf], search_trace: Optional[str] = None,
+                  push: bool = True) -> None:
+        for leaf in leaves:
+            self.leaf(leaf)
+        self.select_and_push(search_trace, push)
 
     def build_progressive(self) -> None:
         """Level n+1 runs only when no leaf up to level n met the thresholds (TFX conditionals).
@@ -168,36 +180,42 @@ class _TreeBuilder:
         level leaves the next gate with the earlier leaves only, which already met the thresholds,
         so every deeper level is skipped too. The final Selector sees every leaf that ran.
         """
-        levels = sorted({LEAF_LEVELS[p] for p in self.config.leaves})
+        leaves = self.config.all_leaves()
+        levels = sorted({depth(leaf.template) for leaf in leaves})
         gate = None
         for level in levels:
-            paths = [p for p in self.config.leaves if LEAF_LEVELS[p] == level]
+            at_level = [leaf for leaf in leaves if depth(leaf.template) == level]
             if gate is None:
-                for path in paths:
-                    self.leaf(path)
+                for leaf in at_level:
+                    self.leaf(leaf)
             else:
                 blessed = gate.outputs[keys.BLESSING_KEY].future()[0].custom_property(BLESSED)
                 with tfx.dsl.Cond(blessed == 0):
-                    for path in paths:
-                        self.leaf(path)
+                    for leaf in at_level:
+                        self.leaf(leaf)
             if level != levels[-1]:
-                gate = self.add(Selector(
-                    evaluations=dict(self.evaluations),
-                    thresholds=self.config.thresholds.as_dict(),
-                    objective=self.config.objective).with_id(f"Gate_level{level}"))
+                gate = self.selector(f"Gate_level{level}")
         self.select_and_push()
 
 
 def create_pipeline(config: PipelineConfig,
                     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
-                    ) -> tfx.dsl.Pipeline:
-    """The deployment tree for `config` as a TFX pipeline (runner-agnostic)."""
+                    leaves: Optional[list[Leaf]] = None,
+                    search_trace: Optional[str] = None, push: bool = True) -> tfx.dsl.Pipeline:
+    """The deployment tree for `config` as a TFX pipeline (runner-agnostic).
+
+    `leaves` builds those leaves only (a round of `mode: search`, which also hands its trace to
+    the Selector, and pushes only in its last round: `push`); by default every leaf of the config
+    (`config.all_leaves()`), or the gated levels of `mode: progressive`.
+    """
     builder = _TreeBuilder(config)
     builder.inputs()
-    if config.mode == Mode.PROGRESSIVE:
+    if leaves is not None:
+        builder.build_all(leaves, search_trace, push)
+    elif config.mode == Mode.PROGRESSIVE:
         builder.build_progressive()
     else:
-        builder.build_exhaustive()
+        builder.build_all(config.all_leaves())
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,

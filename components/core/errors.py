@@ -29,6 +29,10 @@ class DatasetError(CollaboptError):
     """Input data is missing, empty or does not match the feature spec."""
 
 
+class TrainingDivergedError(CollaboptError):
+    """Fine-tuning diverged (the loss or the weights became NaN or infinite)."""
+
+
 class StructureLostError(CollaboptError):
     """A step destroyed what a previous step achieved (sparsity, clusters)."""
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from collabopt.components.core.errors import StructureLostError
+import numpy as np
+
+from collabopt.components.core.errors import StructureLostError, TrainingDivergedError
 
 if TYPE_CHECKING:  # metrics imports TensorFlow; these checks only read the records' fields.
     from collabopt.components.core.metrics import KernelStats, WeightStructure
@@ -152,6 +154,17 @@ def check_clusters_kept(before: "WeightStructure", after: "WeightStructure", *, 
     return pairs
 
 
+def check_finite_weights(model, *, step: str) -> None:
+    """Raises TrainingDivergedError when fine-tuning left NaN or infinite weights in `model`."""
+    bad = sorted({w.name.split("/")[0] for w in model.weights
+                  if np.issubdtype(np.asarray(w).dtype, np.floating)
+                  and not np.all(np.isfinite(np.asarray(w)))})
+    if bad:
+        raise TrainingDivergedError(
+            f"{step}: fine-tuning diverged, the weights of {', '.join(repr(b) for b in bad)} are "
+            "NaN or infinite. Lower training.learning_rate (e.g. by 10x) and run again.")
+
+
 _SPARSITY_HINT = (
     "Likely cause: the step fine-tuned the weights without the pruning masks (plain QAT or "
     "clustering without preserve_sparsity on a pruned model). Fix: use PreservingQAT with "
@@ -164,6 +177,6 @@ _CLUSTER_HINT = (
 
 __all__ = [
     "match_kernels", "pruned_kernels", "clustered_kernels", "is_pruned", "is_clustered",
-    "check_sparsity_kept", "check_clusters_kept",
+    "check_sparsity_kept", "check_clusters_kept", "check_finite_weights",
     "MIN_PRUNED_SPARSITY", "MAX_CLUSTERED_UNIQUE", "DEFAULT_SPARSITY_TOLERANCE",
 ]

@@ -15,6 +15,11 @@ class Objective(str, enum.Enum):
     ACCURACY = "accuracy"  # highest int8 accuracy, then lower latency, then smaller flash
 
 
+# Leaves within this fraction of the best objective value tie, and the most accurate of them wins:
+# a 1 % latency gain is not worth a point of accuracy (Vela's estimate is not that precise).
+DEFAULT_OBJECTIVE_TOLERANCE = 0.02
+
+
 # threshold name -> (measured field, "min" or "max")
 THRESHOLD_FIELDS: dict[str, tuple[str, str]] = {
     "min_accuracy": ("int8_accuracy", "min"),
@@ -36,9 +41,14 @@ class LeafMetrics:
     inference_ms: Optional[float] = None
     flash_bytes: Optional[int] = None
     sram_bytes: Optional[int] = None
+    failure: Optional[str] = None      # why the leaf could not be built (a failed leaf)
 
     def value(self, field: str) -> Optional[float]:
         return getattr(self, field)
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +127,9 @@ def misses(leaf: LeafMetrics, thresholds: Mapping[str, Any] | Thresholds) -> lis
     for name, limit in check_thresholds(thresholds).as_dict().items():
         field, kind = THRESHOLD_FIELDS[name]
         measured = leaf.value(field)
+        if measured is None and name == "max_accuracy_drop":
+            continue  # the baseline itself has no drop to measure (NaN: it could not be measured)
         if measured is None or (isinstance(measured, float) and math.isnan(measured)):
-            if name == "max_accuracy_drop":
-                continue  # the baseline itself has no drop to measure
             found.append(Miss(name, limit, None))
         elif (kind == "min" and measured < limit) or (kind == "max" and measured > limit):
             found.append(Miss(name, limit, float(measured)))
@@ -137,6 +147,15 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def objective_value(leaf: LeafMetrics, objective: Objective) -> float:
+    """The figure the objective ranks by, lower is better (accuracy is negated)."""
+    if objective == Objective.LATENCY:
+        return leaf.inference_ms if leaf.inference_ms is not None else math.inf
+    if objective == Objective.SIZE:
+        return float(leaf.flash_bytes or leaf.tflite_bytes)
+    return -leaf.int8_accuracy
 
 
 def sort_key(leaf: LeafMetrics, objective: Objective):
@@ -158,32 +177,62 @@ class Selection:
     closest: Optional[LeafMetrics]            # when none met them: the nearest miss
     closest_misses: tuple[Miss, ...]
     explanation: str
+    tied: tuple[str, ...] = ()                # leaves within the tolerance of the best value
+
+
+def _within(value: float, best: float, tolerance: float) -> bool:
+    if math.isinf(best):
+        return math.isinf(value)
+    return value <= best + abs(best) * tolerance
 
 
 def select(leaves: Sequence[LeafMetrics], thresholds: Mapping[str, float],
-           objective: Objective | str = Objective.LATENCY) -> Selection:
-    """Best leaf by the objective among those that meet every threshold, and why."""
+           objective: Objective | str = Objective.LATENCY,
+           tolerance: float = DEFAULT_OBJECTIVE_TOLERANCE) -> Selection:
+    """Among the leaves that meet every threshold, those within `tolerance` (a fraction) of the
+    best objective value tie, and the most accurate of them wins (then the objective decides).
+    Failed leaves are never selected; the explanation says how many failed."""
     objective = Objective(objective)
     thresholds = check_thresholds(thresholds)
-    if not leaves:
-        return Selection(None, (), None, (), "No leaves were evaluated.")
-    passing = sorted((l for l in leaves if not misses(l, thresholds)),
+    if not 0 <= tolerance <= 1:
+        raise ConfigError(f"objective_tolerance={tolerance!r} is out of range; it must be in "
+                          "[0, 1] (a fraction, e.g. 0.02 for 2 %).")
+    failed = [l for l in leaves if l.failed]
+    built = [l for l in leaves if not l.failed]
+    failed_note = (f" {len(failed)} leaf/leaves failed to build: "
+                   + "; ".join(f"{l.path} ({l.failure})" for l in failed) + "." if failed else "")
+    if not built:
+        return Selection(None, (), None, (),
+                         ("No leaves were evaluated." if not leaves else
+                          "No leaf could be built." + failed_note))
+    passing = sorted((l for l in built if not misses(l, thresholds)),
                      key=lambda l: sort_key(l, objective))
     if passing:
-        best = passing[0]
-        runner_up = f"; next: {passing[1].path}" if len(passing) > 1 else ""
+        best_value = objective_value(passing[0], objective)
+        tied = [l for l in passing
+                if _within(objective_value(l, objective), best_value, tolerance)]
+        winner = min(tied, key=lambda l: (-l.int8_accuracy, sort_key(l, objective)))
+        ranking = [winner] + [l for l in passing if l is not winner]
+        runner_up = f"; next: {ranking[1].path}" if len(ranking) > 1 else ""
+        if len(tied) > 1:
+            others = ", ".join(f"{l.path} ({l.int8_accuracy:.4f})" for l in tied if l is not winner)
+            why = (f"{len(tied)} leaves are within {tolerance:.0%} of the best {objective.value} "
+                   f"({passing[0].path}): {winner.path} is the most accurate of them "
+                   f"({_figures(winner)}; the others: {others})")
+        else:
+            why = f"it is best by {objective.value} ({_figures(winner)})"
         return Selection(
-            best, tuple(l.path for l in passing), None, (),
-            f"Selected {best.path}: {len(passing)} of {len(leaves)} leaves meet the thresholds and "
-            f"it is best by {objective.value} ({_figures(best)}){runner_up}.")
-    scored = sorted(leaves, key=lambda l: (sum(m.relative for m in misses(l, thresholds)),
-                                           sort_key(l, objective)))
+            winner, tuple(l.path for l in ranking), None, (),
+            f"Selected {winner.path}: {len(passing)} of {len(leaves)} leaves meet the thresholds "
+            f"and {why}{runner_up}.{failed_note}", tuple(l.path for l in tied))
+    scored = sorted(built, key=lambda l: (sum(m.relative for m in misses(l, thresholds)),
+                                          sort_key(l, objective)))
     closest = scored[0]
     closest_misses = tuple(misses(closest, thresholds))
     return Selection(
         None, (), closest, closest_misses,
         f"No leaf meets the thresholds; closest is {closest.path}: "
-        + "; ".join(m.describe() for m in closest_misses) + ".")
+        + "; ".join(m.describe() for m in closest_misses) + "." + failed_note)
 
 
 def _figures(leaf: LeafMetrics) -> str:

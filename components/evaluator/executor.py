@@ -3,30 +3,47 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types as tfx_types
 from tfx.components.evaluator import constants as tfx_evaluator
-from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 
 from collabopt.components import artifact_io, keys, params, types
 from collabopt.components.core.selection import LeafMetrics, Thresholds, reasons as missed_thresholds
+from collabopt.components.failure import LeafStepExecutor, failure_of, mark_failed
 
 METRICS_FILE_NAME = "metrics.json"
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(LeafStepExecutor):
     """Accuracy via core.metrics.tflite_accuracy; blessing as tfx's Evaluator writes it."""
 
-    def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
-           output_dict: Dict[str, List[tfx_types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    LEAF_INPUT_KEYS = (keys.TFLITE_MODEL_KEY, keys.VELA_MODEL_KEY)
+    STEP = "Evaluator"
+
+    def leaf_path(self, input_dict, exec_properties):
+        return artifact_io.technique_path(artifact_io.single(input_dict, keys.TFLITE_MODEL_KEY))
+
+    def record_failure(self, output_dict, failure, path, exec_properties):
+        """A failed leaf: no figures, never blessed, the reason where the verdict goes."""
+        reasons = json.dumps([failure.describe()])
+        mark_failed(output_dict[keys.EVALUATION_KEY], failure, path,
+                    {types.BLESSED: 0, types.REASONS: reasons})
+        blessing = artifact_io.single(output_dict, keys.BLESSING_KEY)
+        _write_marker(blessing.uri, blessed=False)
+        mark_failed([blessing], failure, path, {
+            tfx_evaluator.ARTIFACT_PROPERTY_BLESSED_KEY: tfx_evaluator.NOT_BLESSED_VALUE,
+            types.REASONS: reasons})
+
+    def run(self, input_dict: Dict[str, List[tfx_types.Artifact]],
+            output_dict: Dict[str, List[tfx_types.Artifact]],
+            exec_properties: Dict[str, Any]) -> None:
         from collabopt.components.core import data, metrics
 
-        self._log_startup(input_dict, output_dict, exec_properties)
         tflite_artifact = artifact_io.single(input_dict, keys.TFLITE_MODEL_KEY)
         baseline = artifact_io.optional_single(input_dict, keys.BASELINE_EVALUATION_KEY)
         vela_model = artifact_io.optional_single(input_dict, keys.VELA_MODEL_KEY)
@@ -41,13 +58,17 @@ class Executor(base_executor.BaseExecutor):
         int8_accuracy = float(metrics.tflite_accuracy(tflite_bytes, eval_ds))
         baseline_accuracy = _float_or_none(artifact_io.get_property(baseline, types.INT8_ACCURACY))
         technique = artifact_io.technique_path(tflite_artifact)
+        if baseline is None:
+            accuracy_drop = None      # this leaf is the baseline: the drop does not apply to it
+        elif baseline_accuracy is None or failure_of(baseline) is not None:
+            accuracy_drop = math.nan  # the baseline leaf failed: the drop cannot be measured
+        else:
+            accuracy_drop = baseline_accuracy - int8_accuracy
         measured = LeafMetrics(
             path=technique,
             int8_accuracy=int8_accuracy,
             tflite_bytes=len(tflite_bytes),
-            # Without a baseline this leaf is the baseline: the drop does not apply to it.
-            accuracy_drop=(None if baseline_accuracy is None
-                           else baseline_accuracy - int8_accuracy),
+            accuracy_drop=accuracy_drop,
             inference_ms=_float_or_none(artifact_io.get_property(vela_model, types.INFERENCE_MS)),
             flash_bytes=_int_or_none(artifact_io.get_property(vela_model, types.FLASH_BYTES)),
             sram_bytes=_int_or_none(artifact_io.get_property(vela_model, types.SRAM_BYTES)),
@@ -84,10 +105,7 @@ class Executor(base_executor.BaseExecutor):
 
         # The blessing as tfx/components/evaluator/executor.py writes it (a Pusher reads
         # `blessed`), plus our reasons.
-        fileio.makedirs(blessing.uri)
-        marker = tfx_evaluator.BLESSED_FILE_NAME if blessed else tfx_evaluator.NOT_BLESSED_FILE_NAME
-        with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
-            f.write("")
+        marker = _write_marker(blessing.uri, blessed)
         artifact_io.set_properties(blessing, {
             tfx_evaluator.ARTIFACT_PROPERTY_BLESSED_KEY: (
                 tfx_evaluator.BLESSED_VALUE if blessed else tfx_evaluator.NOT_BLESSED_VALUE),
@@ -102,6 +120,14 @@ class Executor(base_executor.BaseExecutor):
                     artifact_io.get_property(baseline, types.TFLITE_URI),
             })
         logging.info("Blessing %s written to %s", marker, blessing.uri)
+
+
+def _write_marker(uri: str, blessed: bool) -> str:
+    fileio.makedirs(uri)
+    marker = tfx_evaluator.BLESSED_FILE_NAME if blessed else tfx_evaluator.NOT_BLESSED_FILE_NAME
+    with fileio.open(os.path.join(uri, marker), "w") as f:
+        f.write("")
+    return marker
 
 
 def thresholds_from(props: Dict[str, Any]) -> Thresholds:

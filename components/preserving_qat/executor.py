@@ -10,6 +10,10 @@ from collabopt.components.keras_step import KerasStepExecutor
 
 
 class Executor(KerasStepExecutor):
+    STEP = "PreservingQAT"
+
+    def step_name(self, exec_properties):
+        return params.qat_mode(exec_properties).value   # `auto` is resolved in prepare()
 
     def prepare(self, model, exec_properties):
         from collabopt.components.core import qat
@@ -31,5 +35,5 @@ class Executor(KerasStepExecutor):
         return qat.quantize_aware_train(model, train_ds, mode,
                                         params.training_params(exec_properties))
 
-    def extra_properties(self, step):
+    def extra_properties(self, step, exec_properties):
         return {types.QAT_MODE: step}

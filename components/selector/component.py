@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Mapping, Optional
 
 from tfx import types
@@ -9,30 +10,43 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from collabopt.components.core.leaves import LEAVES, leaf_key
-from collabopt.components.core.selection import Objective, check_thresholds
+from collabopt.components.core.errors import ConfigError
+from collabopt.components.core.leaves import leaf_key
+from collabopt.components.core.selection import (DEFAULT_OBJECTIVE_TOLERANCE, Objective,
+                                                 check_thresholds)
 from collabopt.components import keys
 from collabopt.components.selector import executor
 
+_LEAF_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
 
 class SelectorSpec(types.ComponentSpec):
-    """One optional ModelEvaluation input per leaf of the deployment tree, keyed by leaf.
+    """One optional ModelEvaluation input per leaf, keyed by `leaf_key(path)`.
 
-    (KFP v2 compiles only single channels, so the leaves are named inputs rather than a union.)
+    The leaves (templates at levels) are only known from the config, so each Selector gets a
+    spec class of its own with one input per leaf (`spec_for`). KFP v2 compiles only single
+    channels, so the leaves are named inputs rather than a union; the executor reads each leaf's
+    path from its evaluation's `technique_path`, not from the key.
     """
 
     PARAMETERS = {
         keys.THRESHOLDS_KEY: ExecutionParameter(type=str),
         keys.OBJECTIVE_KEY: ExecutionParameter(type=str),
+        keys.OBJECTIVE_TOLERANCE_KEY: ExecutionParameter(type=float),
+        keys.SEARCH_TRACE_KEY: ExecutionParameter(type=str, optional=True),
     }
-    INPUTS = {
-        leaf_key(path): ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True)
-        for path in LEAVES
-    }
+    INPUTS: dict = {}
     OUTPUTS = {
         keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         keys.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
     }
+
+
+def spec_for(input_keys) -> type[SelectorSpec]:
+    """A SelectorSpec subclass with one optional ModelEvaluation input per key."""
+    return type("SelectorSpec", (SelectorSpec,), {"INPUTS": {
+        key: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True)
+        for key in input_keys}})
 
 
 class Selector(base_component.BaseComponent):
@@ -62,29 +76,42 @@ class Selector(base_component.BaseComponent):
 
     def __init__(self, evaluations: Mapping[str, types.BaseChannel],
                  thresholds: Optional[Mapping[str, float]] = None,
-                 objective: str = Objective.LATENCY.value):
+                 objective: str = Objective.LATENCY.value,
+                 objective_tolerance: float = DEFAULT_OBJECTIVE_TOLERANCE,
+                 search_trace: Optional[str] = None):
         """
         Args:
-          evaluations: leaf technique path (one of collabopt.components.core.leaves.LEAVES) -> the channel of
-            that leaf's ModelEvaluation from our Evaluator.
+          evaluations: leaf technique path (e.g. "ptq", "prune75>cluster8>pcqat") -> the channel
+            of that leaf's ModelEvaluation from our Evaluator.
           thresholds: min_accuracy, max_accuracy_drop, max_tflite_bytes, max_inference_ms,
             max_sram_bytes (each optional).
           objective: latency | size | accuracy — what "best" means among the passing leaves.
+          objective_tolerance: leaves within this fraction of the best objective value tie, and
+            the most accurate of them wins.
+          search_trace: JSON of the level search that chose these leaves (`mode: search`),
+            recorded on the outputs.
         """
-        from collabopt.components.core.errors import ConfigError
-
-        unknown = sorted(set(evaluations) - set(LEAVES))
-        if unknown:
-            raise ConfigError(f"Selector: unknown leaf {unknown[0]!r}; allowed: {', '.join(LEAVES)}")
+        if not evaluations:
+            raise ConfigError("Selector: give at least one leaf evaluation")
+        input_keys = {leaf_key(path): channel for path, channel in evaluations.items()}
+        bad = [k for k in input_keys if not _LEAF_KEY.match(k) or k in SelectorSpec.OUTPUTS]
+        if bad:
+            raise ConfigError(f"Selector: leaf {bad[0]!r} cannot name an input; use letters, "
+                              "digits, '_' and '>'")
         try:
             objective = Objective(objective).value
         except ValueError:
             raise ConfigError(f"Selector: objective {objective!r} is not one of "
                               f"{', '.join(o.value for o in Objective)}") from None
-        spec = SelectorSpec(
+        if not 0 <= float(objective_tolerance) <= 1:
+            raise ConfigError(f"Selector: objective_tolerance={objective_tolerance!r} must be in "
+                              "[0, 1] (a fraction, e.g. 0.02 for 2 %)")
+        spec = spec_for(input_keys)(
             thresholds=json.dumps(check_thresholds(thresholds or {}).as_dict(), sort_keys=True),
             objective=objective,
+            objective_tolerance=float(objective_tolerance),
+            search_trace=search_trace,
             model=types.Channel(type=standard_artifacts.Model),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
-            **{leaf_key(path): channel for path, channel in evaluations.items()})
+            **input_keys)
         super().__init__(spec=spec)

@@ -14,23 +14,25 @@ from tfx.utils import path_utils
 
 from collabopt.components import keys
 from collabopt.components import types as t
-from collabopt.components.core.leaves import LEAVES, leaf_key
-from collabopt.components.core.selection import LeafMetrics, select
+from collabopt.components.core.selection import DEFAULT_OBJECTIVE_TOLERANCE, LeafMetrics, select
+from collabopt.components.failure import failure_of
 from collabopt.components.properties import get_property, set_properties
 
 BLESSED_FILE = "BLESSED"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 
 
-def leaf_metrics(evaluation: types.Artifact, path: str) -> LeafMetrics:
+def leaf_metrics(evaluation: types.Artifact) -> LeafMetrics:
+    failure = failure_of(evaluation)
     return LeafMetrics(
-        path=path,
+        path=get_property(evaluation, t.TECHNIQUE_PATH),
         int8_accuracy=float(get_property(evaluation, t.INT8_ACCURACY, 0.0)),
         tflite_bytes=int(get_property(evaluation, t.TFLITE_BYTES, 0)),
         accuracy_drop=get_property(evaluation, t.ACCURACY_DROP),
         inference_ms=get_property(evaluation, t.INFERENCE_MS),
         flash_bytes=get_property(evaluation, t.FLASH_BYTES),
         sram_bytes=get_property(evaluation, t.SRAM_BYTES),
+        failure=failure.describe() if failure else None,
     )
 
 
@@ -38,12 +40,17 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
-        evaluations = {path: artifact_utils.get_single_instance(input_dict[leaf_key(path)])
-                       for path in LEAVES if input_dict.get(leaf_key(path))}
-        leaves = [leaf_metrics(evaluation, path) for path, evaluation in evaluations.items()]
+        evaluations = {}
+        for key in sorted(input_dict):
+            if input_dict[key]:
+                evaluation = artifact_utils.get_single_instance(input_dict[key])
+                evaluations[get_property(evaluation, t.TECHNIQUE_PATH)] = evaluation
+        leaves = [leaf_metrics(evaluation) for evaluation in evaluations.values()]
         thresholds = json.loads(exec_properties[keys.THRESHOLDS_KEY])
         objective = exec_properties[keys.OBJECTIVE_KEY]
-        selection = select(leaves, thresholds, objective)
+        tolerance = exec_properties.get(keys.OBJECTIVE_TOLERANCE_KEY)
+        selection = select(leaves, thresholds, objective,
+                           DEFAULT_OBJECTIVE_TOLERANCE if tolerance is None else float(tolerance))
         logging.info("%s", selection.explanation)
 
         model = artifact_utils.get_single_instance(output_dict[keys.MODEL_KEY])
@@ -55,6 +62,9 @@ class Executor(base_executor.BaseExecutor):
             t.RANKING: list(selection.ranking),
             t.EXPLANATION: selection.explanation,
             t.CLOSEST_PATH: selection.closest.path if selection.closest else "",
+            t.TIED: list(selection.tied),
+            t.FAILED_LEAVES: sorted(leaf.path for leaf in leaves if leaf.failed),
+            t.SEARCH_TRACE: exec_properties.get(keys.SEARCH_TRACE_KEY) or None,
         }
         if chosen:
             evaluation = evaluations[chosen.path]

@@ -5,22 +5,34 @@ from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types as tfx_types
-from tfx.dsl.components.base import base_executor
 
 from collabopt.components import artifact_io, keys, params, types
+from collabopt.components.core.leaves import FINAL_STEPS, SEPARATOR
+from collabopt.components.failure import LeafStepExecutor
 
 PTQ = "ptq"
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(LeafStepExecutor):
     """Converts with core.tflite, measures the `.tflite` weights and checks what was kept."""
 
-    def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
-           output_dict: Dict[str, List[tfx_types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    LEAF_INPUT_KEYS = (keys.MODEL_KEY,)
+    STEP = "TFLiteConverter"
+
+    def leaf_path(self, input_dict, exec_properties):
+        # Without loading the model: a path that already ends in a (QAT) leaf step stays as it is.
+        model_artifact = artifact_io.single(input_dict, keys.MODEL_KEY)
+        path = artifact_io.technique_path(model_artifact)
+        if path.rsplit(SEPARATOR, 1)[-1] in FINAL_STEPS or \
+                params.quantization_mode(exec_properties).value == "float32":
+            return path
+        return artifact_io.technique_path(model_artifact, PTQ)
+
+    def run(self, input_dict: Dict[str, List[tfx_types.Artifact]],
+            output_dict: Dict[str, List[tfx_types.Artifact]],
+            exec_properties: Dict[str, Any]) -> None:
         from collabopt.components.core import data, metrics, preservation, tflite
 
-        self._log_startup(input_dict, output_dict, exec_properties)
         model_artifact = artifact_io.single(input_dict, keys.MODEL_KEY)
         output = artifact_io.single(output_dict, keys.TFLITE_MODEL_KEY)
         mode = params.quantization_mode(exec_properties)

@@ -5,20 +5,29 @@ from typing import Any, Dict, List
 
 from absl import logging
 from tfx import types as tfx_types
-from tfx.dsl.components.base import base_executor
 
 from collabopt.components import artifact_io, keys, params, types
+from collabopt.components.failure import LeafStepExecutor, mark_failed
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(LeafStepExecutor):
     """Compiles with core.vela into the output URI and records Vela's performance estimate."""
 
-    def Do(self, input_dict: Dict[str, List[tfx_types.Artifact]],
-           output_dict: Dict[str, List[tfx_types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    LEAF_INPUT_KEYS = (keys.TFLITE_MODEL_KEY,)
+    STEP = "VelaCompiler"
+
+    def leaf_path(self, input_dict, exec_properties):
+        return artifact_io.technique_path(artifact_io.single(input_dict, keys.TFLITE_MODEL_KEY))
+
+    def record_failure(self, output_dict, failure, path, exec_properties):
+        mark_failed(output_dict[keys.VELA_MODEL_KEY], failure, path, {
+            types.TARGET: exec_properties.get(keys.ACCELERATOR_CONFIG_KEY)})
+
+    def run(self, input_dict: Dict[str, List[tfx_types.Artifact]],
+            output_dict: Dict[str, List[tfx_types.Artifact]],
+            exec_properties: Dict[str, Any]) -> None:
         from collabopt.components.core import vela
 
-        self._log_startup(input_dict, output_dict, exec_properties)
         tflite_artifact = artifact_io.single(input_dict, keys.TFLITE_MODEL_KEY)
         output = artifact_io.single(output_dict, keys.VELA_MODEL_KEY)
         options = params.vela_options(exec_properties)

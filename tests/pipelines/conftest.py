@@ -34,6 +34,8 @@ def write_small_config(workdir: str) -> str:
     raw["leaves"] = list(SMALL_LEAVES)
     raw["targets"] = [{"accelerator_config": TARGET}]
     raw["training"]["epochs"] = 1
+    raw["pruning"]["target_sparsity"] = 0.5
+    raw["clustering"]["number_of_clusters"] = 16
     raw["base_model"]["train_epochs"] = 3
     # Loose thresholds and the size objective: the pcqat leaf (Vela compresses its sparse,
     # clustered weights) is the likely choice; the tests also hold when the baseline wins.

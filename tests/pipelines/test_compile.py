@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from collabopt.components import keys
 from collabopt.components import types as artifact_types
-from collabopt.components.core.leaves import BASELINE_LEAF, LEAF_LEVELS, leaf_key
+from collabopt.components.core.leaves import BASELINE_LEAF, leaf_key
 from collabopt.pipelines.cli import main
 from collabopt.pipelines.config import load_config
 from collabopt.pipelines.tree import create_pipeline
@@ -88,12 +88,14 @@ def demo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def progressive(tmp_path_factory):
-    """Progressive mode, with everything on a bucket as on a cluster (the base model imported)."""
+def on_bucket(tmp_path_factory):
+    """Everything on a bucket as on a cluster (the base model imported), two levels each."""
     from collabopt.pipelines.demo.setup import demo_config
 
-    workdir = tmp_path_factory.mktemp("progressive")
-    raw = demo_config(mode="progressive")
+    workdir = tmp_path_factory.mktemp("on-bucket")
+    raw = demo_config()
+    raw["pruning"]["target_sparsity"] = [0.5, 0.75]
+    raw["clustering"]["number_of_clusters"] = [16, 8]
     raw.update(pipeline_root="gs://collabopt-test/root",
                metadata="grpc://metadata-grpc-service.kubeflow:8080",
                data={**raw["data"], "examples": "gs://collabopt-test/data/digits"},
@@ -106,14 +108,43 @@ def progressive(tmp_path_factory):
 def test_every_node_of_the_tree_is_a_task(demo):
     assert set(demo.tasks) == {node.id for node in demo.pipeline.components}
     config = demo.config
+    leaves = config.all_leaves()
     assert len(config.leaves) == 8 and len(config.targets) == 2
     vela_steps = [t for t in demo.tasks if t.startswith("VelaCompiler_")]
     evaluators = [t for t in demo.tasks if t.startswith("Evaluator_")]
-    assert len(vela_steps) == len(config.leaves) * len(config.targets)
-    assert sorted(evaluators) == sorted(f"Evaluator_{leaf_key(p)}" for p in config.leaves)
+    assert len(vela_steps) == len(leaves) * len(config.targets)
+    assert sorted(evaluators) == sorted(f"Evaluator_{leaf.key}" for leaf in leaves)
 
 
-@pytest.mark.parametrize("compiled", ["demo", "progressive"])
+def test_levels_build_shared_prefixes_once(on_bucket):
+    tasks = set(on_bucket.tasks)
+    assert {t for t in tasks if t.startswith("Pruner_")} == {"Pruner_prune50", "Pruner_prune75"}
+    assert {t for t in tasks if t.startswith("SparseClusterer_")} == {
+        "SparseClusterer_cluster16", "SparseClusterer_cluster8",
+        "SparseClusterer_prune50_cluster16", "SparseClusterer_prune50_cluster8",
+        "SparseClusterer_prune75_cluster16", "SparseClusterer_prune75_cluster8"}
+    for clusters in (16, 8):
+        assert _input_from(on_bucket, f"SparseClusterer_prune75_cluster{clusters}",
+                           keys.MODEL_KEY) == ("Pruner_prune75", keys.OPTIMIZED_MODEL_KEY)
+    assert len([t for t in tasks if t.startswith("Evaluator_")]) == 18
+
+
+@pytest.mark.parametrize("mode, alternative", [("progressive", "mode: exhaustive"),
+                                               ("search", "as lists")])
+def test_conditional_modes_are_refused_at_compile_time_naming_the_alternative(
+        tmp_path, mode, alternative):
+    from collabopt.pipelines.demo.setup import demo_config
+
+    config_path = _write_config(tmp_path / "pipeline.yaml", demo_config(mode=mode))
+    result = CliRunner().invoke(main, ["compile", config_path, "--out",
+                                       str(tmp_path / "p.json"), "--image", IMAGE])
+    assert result.exit_code == 2
+    assert f"mode: {mode} cannot be compiled for Kubeflow Pipelines" in result.output
+    assert alternative in result.output
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("compiled", ["demo", "on_bucket"])
 def test_dag_edges_are_the_channel_dependencies(compiled, request):
     compiled = request.getfixturevalue(compiled)
     for node in compiled.pipeline.components:
@@ -129,22 +160,26 @@ def _input_from(compiled: Compiled, task_id: str, key: str) -> tuple[str, str]:
     return ref["producerTask"], ref["outputArtifactKey"]
 
 
+def _leaf(compiled: Compiled, template: str):
+    return next(leaf for leaf in compiled.config.all_leaves() if leaf.template == template)
+
+
 def test_pcqat_leaf_trains_the_pruned_then_clustered_model(demo):
-    assert _input_from(demo, "PreservingQAT_prune_cluster_pcqat", keys.MODEL_KEY) == (
-        "SparseClusterer_prune_cluster", keys.OPTIMIZED_MODEL_KEY)
-    assert _input_from(demo, "SparseClusterer_prune_cluster", keys.MODEL_KEY) == (
-        "Pruner_prune", keys.OPTIMIZED_MODEL_KEY)
-    assert _input_from(demo, "Pruner_prune", keys.MODEL_KEY) == ("Trainer", "model")
-    assert "SparseClusterer_prune_cluster" in demo.tasks["PreservingQAT_prune_cluster_pcqat"][
-        "dependentTasks"]
-    assert "Pruner_prune" in demo.tasks["SparseClusterer_prune_cluster"]["dependentTasks"]
+    prune, cluster, pcqat = _leaf(demo, "prune>cluster>pcqat").steps
+    qat_id = f"PreservingQAT_{prune}_{cluster}_{pcqat}"
+    clusterer_id, pruner_id = f"SparseClusterer_{prune}_{cluster}", f"Pruner_{prune}"
+    assert _input_from(demo, qat_id, keys.MODEL_KEY) == (clusterer_id, keys.OPTIMIZED_MODEL_KEY)
+    assert _input_from(demo, clusterer_id, keys.MODEL_KEY) == (pruner_id, keys.OPTIMIZED_MODEL_KEY)
+    assert _input_from(demo, pruner_id, keys.MODEL_KEY) == ("Trainer", "model")
+    assert clusterer_id in demo.tasks[qat_id]["dependentTasks"]
+    assert pruner_id in demo.tasks[clusterer_id]["dependentTasks"]
 
 
 def test_every_evaluator_but_the_baseline_depends_on_the_baseline(demo):
     baseline = f"Evaluator_{leaf_key(BASELINE_LEAF)}"
     assert keys.BASELINE_EVALUATION_KEY not in demo.tasks[baseline]["inputs"]["artifacts"]
     others = [t for t in demo.tasks if t.startswith("Evaluator_") and t != baseline]
-    assert len(others) == 7
+    assert len(others) == len(demo.config.all_leaves()) - 1
     for task_id in others:
         assert _input_from(demo, task_id, keys.BASELINE_EVALUATION_KEY) == (
             baseline, keys.EVALUATION_KEY)
@@ -152,7 +187,7 @@ def test_every_evaluator_but_the_baseline_depends_on_the_baseline(demo):
 
 
 # --------------------------------------------------------------------------- containers
-@pytest.mark.parametrize("compiled", ["demo", "progressive"])
+@pytest.mark.parametrize("compiled", ["demo", "on_bucket"])
 def test_every_container_step_runs_in_the_given_image(compiled, request):
     from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KUBEFLOW_TFX_CMD
     from tfx.utils import import_utils
@@ -203,16 +238,17 @@ def test_custom_artifact_types_are_named_by_their_import_path(demo):
 def test_parameters_are_constants_of_their_tasks(demo):
     config = demo.config
     assert demo.spec["schemaVersion"] == "2.1.0"
-    prune = demo.tasks["Pruner_prune"]
-    assert _constant(prune, keys.TARGET_SPARSITY_KEY) == config.pruning.target_sparsity
+    pcqat = _leaf(demo, "prune>cluster>pcqat")
+    prune = demo.tasks[f"Pruner_{pcqat.steps[0]}"]
+    assert _constant(prune, keys.TARGET_SPARSITY_KEY) == pcqat.target_sparsity
     assert _constant(prune, keys.PRUNING_SCHEDULE_KEY) == config.pruning.pruning_schedule
-    for task_id, preserve in (("SparseClusterer_cluster", 0),
-                              ("SparseClusterer_prune_cluster", 1)):
+    for task_id, preserve in ((f"SparseClusterer_{pcqat.steps[1]}", 0),
+                              (f"SparseClusterer_{pcqat.steps[0]}_{pcqat.steps[1]}", 1)):
         task = demo.tasks[task_id]
-        assert _constant(task, keys.NUMBER_OF_CLUSTERS_KEY) == config.clustering.number_of_clusters
+        assert _constant(task, keys.NUMBER_OF_CLUSTERS_KEY) == pcqat.number_of_clusters
         assert _constant(task, keys.PRESERVE_SPARSITY_KEY) == preserve
-    assert _constant(demo.tasks["PreservingQAT_prune_cluster_pcqat"], keys.MODE_KEY) == "pcqat"
-    for path in config.leaves:
+    assert _constant(demo.tasks[f"PreservingQAT_{pcqat.key}"], keys.MODE_KEY) == "pcqat"
+    for path in (leaf.path for leaf in config.all_leaves()):
         for index, target in enumerate(config.targets):
             suffix = re.sub(r"[^A-Za-z0-9]+", "_", target.accelerator_config)
             task = demo.tasks[f"VelaCompiler_{leaf_key(path)}_{index}_{suffix}"]
@@ -224,7 +260,9 @@ def test_parameters_are_constants_of_their_tasks(demo):
     selector = demo.tasks["Selector"]
     assert json.loads(_constant(selector, keys.THRESHOLDS_KEY)) == config.thresholds.as_dict()
     assert _constant(selector, keys.OBJECTIVE_KEY) == config.objective
-    assert {k for k in selector["inputs"]["artifacts"]} == {leaf_key(p) for p in config.leaves}
+    assert _constant(selector, keys.OBJECTIVE_TOLERANCE_KEY) == config.objective_tolerance
+    assert {k for k in selector["inputs"]["artifacts"]} == {
+        leaf.key for leaf in config.all_leaves()}
 
 
 def test_every_parameter_has_a_typed_definition(demo):
@@ -238,10 +276,10 @@ def test_every_parameter_has_a_typed_definition(demo):
 
 
 # --------------------------------------------------------------------------- root and metadata
-def test_pipeline_root_comes_from_the_config(demo, progressive):
+def test_pipeline_root_comes_from_the_config(demo, on_bucket):
     assert demo.job["runtimeConfig"]["gcsOutputDirectory"] == demo.config.pipeline_root
     assert os.path.isabs(demo.config.pipeline_root)  # relative to pipeline.yaml, made absolute
-    assert progressive.job["runtimeConfig"]["gcsOutputDirectory"] == "gs://collabopt-test/root"
+    assert on_bucket.job["runtimeConfig"]["gcsOutputDirectory"] == "gs://collabopt-test/root"
 
 
 @pytest.mark.parametrize("metadata, root", [
@@ -267,59 +305,18 @@ def test_cluster_metadata_is_kfps_own_and_never_contacted(tmp_path, metadata, ro
     assert "metadata-grpc-service" not in text and "mysql" not in text and "s3cret" not in text
 
 
-# --------------------------------------------------------------------------- progressive mode
-_CONDITION = re.compile(
-    r"^\(inputs\.artifacts\['_(Gate_level\d+)\.blessing'\]\.artifacts\[0\]"
-    r"\.metadata\['blessed'\] == 0(\.0)?\)$")
-
-
-def test_progressive_levels_run_on_conditions_of_the_gate_blessings(progressive):
-    from tfx.dsl.experimental.conditionals import conditional
-
-    registry = progressive.pipeline.dsl_context_registry
-    conditioned = {node.id for node in progressive.pipeline.components
-                   if conditional.get_predicates(node, registry)}
-    with_policy = {t for t, task in progressive.tasks.items() if "triggerPolicy" in task}
-    assert with_policy == conditioned and conditioned
-
-    levels = sorted(set(LEAF_LEVELS.values()))
-    gates = {f"Gate_level{level}" for level in levels[:-1]}
-    assert gates <= set(progressive.tasks)
-    for task_id in with_policy:
-        task = progressive.tasks[task_id]
-        match = _CONDITION.match(task["triggerPolicy"]["condition"])
-        assert match, task["triggerPolicy"]
-        gate = match.group(1)
-        assert gate in gates
-        assert _input_from(progressive, task_id, f"_{gate}.{keys.BLESSING_KEY}") == (
-            gate, keys.BLESSING_KEY)
-        assert gate in task["dependentTasks"]
-
-    def gate_of(task_id):
-        return _CONDITION.match(progressive.tasks[task_id]["triggerPolicy"]["condition"]).group(1)
-
-    # Level 1 always runs; level 2 waits for gate 1, level 3 for gate 2.
-    first = [p for p in progressive.config.leaves if LEAF_LEVELS[p] == levels[0]]
-    for path in first:
-        assert f"Evaluator_{leaf_key(path)}" not in with_policy
-    assert not gates & with_policy and not {"Selector", "Pusher"} & with_policy
-    assert gate_of("Pruner_prune") == "Gate_level1"
-    assert gate_of("Evaluator_prune_pqat") == "Gate_level1"
-    assert gate_of("SparseClusterer_prune_cluster") == "Gate_level2"
-    assert gate_of("PreservingQAT_prune_cluster_pcqat") == "Gate_level2"
-
-
-def test_compiled_spec_is_a_package_kfp_submit_uploads(progressive, tmp_path):
+# --------------------------------------------------------------------------- submit
+def test_compiled_spec_is_a_package_kfp_submit_uploads(on_bucket, tmp_path):
     from kfp.client.client import _extract_pipeline_yaml
 
     from collabopt.pipelines import kfp_submit
 
     path = tmp_path / "pipeline.json"
-    path.write_text(json.dumps(progressive.job))
+    path.write_text(json.dumps(on_bucket.job))
     package = kfp_submit.load_package(str(path))
-    assert package.pipeline_root == progressive.config.pipeline_root
+    assert package.pipeline_root == on_bucket.config.pipeline_root
     doc = _extract_pipeline_yaml(kfp_submit.write_yaml(package, str(tmp_path)))
-    assert set(doc.pipeline_spec.root.dag.tasks) == set(progressive.tasks)
+    assert set(doc.pipeline_spec.root.dag.tasks) == set(on_bucket.tasks)
 
 
 # --------------------------------------------------------------------------- one step, for real

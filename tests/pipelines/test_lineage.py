@@ -28,9 +28,9 @@ def expected_nodes(path: str) -> set[str]:
              f"VelaCompiler_{key}_0_{TARGET.replace('-', '_')}", f"Evaluator_{key}", "Selector"}
     for i, step in enumerate(steps):
         prefix = leaf_key(">".join(steps[:i + 1]))
-        if step == "prune":
+        if step.startswith("prune"):
             nodes.add(f"Pruner_{prefix}")
-        elif step == "cluster":
+        elif step.startswith("cluster"):
             nodes.add(f"SparseClusterer_{prefix}")
         elif step != "ptq":
             nodes.add(f"PreservingQAT_{prefix}")
@@ -258,17 +258,17 @@ def test_selected_lineage_is_the_chain_of_the_selected_leaf(small_run):
 
 @pytest.mark.e2e
 def test_pcqat_leaf_lineage_reaches_the_base_model_through_every_step(small_run):
-    leaf = _leaves(small_run)["prune>cluster>pcqat"]
+    leaf = _leaves(small_run)["prune50>cluster16>pcqat"]
     lineage = read_lineage(small_run.metadata, leaf.tflite_id)
-    downstream = {"Selector", "Evaluator_prune_cluster_pcqat",
-                  f"VelaCompiler_prune_cluster_pcqat_0_{TARGET.replace('-', '_')}"}
-    assert set(lineage.node_ids()) == expected_nodes("prune>cluster>pcqat") - downstream
+    downstream = {"Selector", "Evaluator_prune50_cluster16_pcqat",
+                  f"VelaCompiler_prune50_cluster16_pcqat_0_{TARGET.replace('-', '_')}"}
+    assert set(lineage.node_ids()) == expected_nodes("prune50>cluster16>pcqat") - downstream
     chain = lineage.chain()
     assert [a.properties.get("technique_path") for a in chain] == [
-        "prune>cluster>pcqat", "prune>cluster>pcqat", "prune>cluster", "prune", None]
+        "prune50>cluster16>pcqat", "prune50>cluster16>pcqat", "prune50>cluster16", "prune50", None]
     assert chain[2].properties["sparsity"] > 0.3      # measured by the clusterer, sparsity kept
     from_eval = read_lineage(small_run.metadata, leaf.evaluation_id)
-    assert set(from_eval.node_ids()) == expected_nodes("prune>cluster>pcqat") - {"Selector"}
+    assert set(from_eval.node_ids()) == expected_nodes("prune50>cluster16>pcqat") - {"Selector"}
     evaluator = from_eval.executions[from_eval.artifacts[leaf.evaluation_id].produced_by]
     baseline = [i for i in evaluator.inputs if i.key == "baseline_evaluation"]
     assert len(baseline) == 1 and not baseline[0].followed
@@ -315,11 +315,11 @@ def test_lineage_cli_json_structure(small_run):
 
 @pytest.mark.e2e
 def test_lineage_cli_tree(small_run):
-    leaf = _leaves(small_run)["prune>cluster>pcqat"]
+    leaf = _leaves(small_run)["prune50>cluster16>pcqat"]
     result = CliRunner().invoke(main, ["lineage", "--metadata", small_run.metadata,
                                        str(leaf.evaluation_id)])
     assert result.exit_code == 0, result.output
     text = re.sub(r"\s+", " ", result.output)
-    for node in expected_nodes("prune>cluster>pcqat") - {"Selector"}:
+    for node in expected_nodes("prune50>cluster16>pcqat") - {"Selector"}:
         assert node in text
     assert "side input" in text and "Examples" in text

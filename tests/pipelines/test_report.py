@@ -115,7 +115,7 @@ def test_report_page_references_its_images_by_relative_path(report_dir, small_ru
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, src
     # The leaves table lists both leaves, and the selected one is named on the page.
     leaves = [row[0] for row in page.tables["leaves"][1:] if row and row[0]]
-    assert leaves == ["ptq", "prune>cluster>pcqat"]
+    assert leaves == ["ptq", "prune50>cluster16>pcqat"]
     from collabopt.pipelines.lineage import read_lineage
 
     selected = read_lineage(small_run.metadata, selected=True)
@@ -135,7 +135,7 @@ def test_report_weights_follow_the_path_of_the_leaf(small_run, tmp_path):
     from collabopt.pipelines.mlmd import open_store
     from collabopt.pipelines.report import weight_densities
 
-    leaf = {r.path: r for r in read_leaves(small_run.metadata)}["prune>cluster>pcqat"]
+    leaf = {r.path: r for r in read_leaves(small_run.metadata)}["prune50>cluster16>pcqat"]
     lineage = read_lineage(small_run.metadata, leaf.tflite_id)
     weights = weight_densities(open_store(small_run.metadata), lineage, leaf,
                                str(tmp_path / "w.png"))

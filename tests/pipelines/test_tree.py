@@ -42,6 +42,8 @@ def _config(workdir, tree_inputs, **overrides) -> str:
         "data": {**raw["data"], "examples": str(tree_inputs / "data")} if tree_inputs else {},
         "base_model": {"path": str(tree_inputs / "base_model")} if tree_inputs else {},
         "training": {**raw["training"], "epochs": 1},
+        "pruning": {**raw["pruning"], "target_sparsity": 0.5},
+        "clustering": {**raw["clustering"], "number_of_clusters": 16},
         "targets": [{"accelerator_config": "ethos-u55-128"}],
     })
     raw.update(overrides)
@@ -76,9 +78,9 @@ def test_progressive_skips_deeper_levels_when_first_level_passes(progressive_fir
     config = progressive_first_level_passes
     nodes = _executed_nodes(config.metadata)
     assert nodes["Evaluator_ptq"] == 1
-    assert nodes.get("Pruner_prune", 0) == 0
-    assert nodes.get("SparseClusterer_prune_cluster", 0) == 0
-    assert nodes.get("Evaluator_prune_cluster_ptq", 0) == 0
+    assert nodes.get("Pruner_prune50", 0) == 0
+    assert nodes.get("SparseClusterer_prune50_cluster16", 0) == 0
+    assert nodes.get("Evaluator_prune50_cluster16_ptq", 0) == 0
     leaves = read_leaves(config.metadata)
     assert [leaf.path for leaf in leaves] == ["ptq"]
     assert leaves[0].selected
@@ -100,11 +102,11 @@ def progressive_nothing_passes(tmp_path_factory, tree_inputs):
 def test_progressive_goes_deeper_and_run_succeeds_without_push(progressive_nothing_passes):
     config = progressive_nothing_passes
     nodes = _executed_nodes(config.metadata)
-    for node in ("Evaluator_ptq", "Pruner_prune", "Evaluator_prune_ptq",
-                 "SparseClusterer_prune_cluster", "Evaluator_prune_cluster_ptq", "Selector"):
+    for node in ("Evaluator_ptq", "Pruner_prune50", "Evaluator_prune50_ptq",
+                 "SparseClusterer_prune50_cluster16", "Evaluator_prune50_cluster16_ptq", "Selector"):
         assert nodes[node] == 1, node
     leaves = read_leaves(config.metadata)
-    assert {leaf.path for leaf in leaves} == {"ptq", "prune>ptq", "prune>cluster>ptq"}
+    assert {leaf.path for leaf in leaves} == {"ptq", "prune50>ptq", "prune50>cluster16>ptq"}
     assert not any(leaf.blessed or leaf.selected for leaf in leaves)
     assert all(any("max_tflite_bytes" in r for r in leaf.reasons) for leaf in leaves)
     assert not os.path.exists(config.serving_dir) or not os.listdir(config.serving_dir)
@@ -127,7 +129,7 @@ def test_leaves_json_has_the_documented_keys(small_run):
     result = CliRunner().invoke(main, ["leaves", "--metadata", small_run.metadata, "--json"])
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
-    assert {r["path"] for r in records} == {"ptq", "prune>cluster>pcqat"}
+    assert {r["path"] for r in records} == {"ptq", "prune50>cluster16>pcqat"}
     expected = {"path", "uri", "int8_accuracy", "accuracy_drop", "tflite_bytes", "gzip_bytes",
                 "sparsity", "max_unique_per_kernel", "vela", "blessed", "selected", "reasons"}
     for record in records:
@@ -136,7 +138,7 @@ def test_leaves_json_has_the_documented_keys(small_run):
                 "cpu_ops"} <= set(record["vela"][0])
         assert record["vela"][0]["npu_ops"] > 0
     assert sum(r["selected"] for r in records) == 1
-    pcqat = next(r for r in records if r["path"] == "prune>cluster>pcqat")
+    pcqat = next(r for r in records if r["path"] == "prune50>cluster16>pcqat")
     assert pcqat["sparsity"] >= 0.45
     assert pcqat["gzip_bytes"] < next(r for r in records if r["path"] == "ptq")["gzip_bytes"]
 
@@ -176,7 +178,7 @@ def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, tree_i
         while time.time() < deadline and proc.poll() is None:
             if os.path.exists(config.metadata):
                 try:
-                    if _executed_nodes(config.metadata).get("Pruner_prune"):
+                    if _executed_nodes(config.metadata).get("Pruner_prune50"):
                         break
                 except Exception:  # the store is being created or written
                     pass
@@ -186,14 +188,14 @@ def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, tree_i
     finally:
         proc.wait(timeout=60)
     before = _executed_nodes(config.metadata)
-    assert before["Pruner_prune"] == 1 and not before.get("Selector")
+    assert before["Pruner_prune50"] == 1 and not before.get("Selector")
 
     runners.run(config)
     after = _executed_nodes(config.metadata)
-    assert after["Pruner_prune"] == 1, "the finished Pruner was reused, not run again"
+    assert after["Pruner_prune50"] == 1, "the finished Pruner was reused, not run again"
     assert after["ImportExampleGen"] == 1
-    assert after["Selector"] == 1 and after["Evaluator_prune_ptq"] == 1
-    assert {leaf.path for leaf in read_leaves(config.metadata)} == {"ptq", "prune>ptq"}
+    assert after["Selector"] == 1 and after["Evaluator_prune50_ptq"] == 1
+    assert {leaf.path for leaf in read_leaves(config.metadata)} == {"ptq", "prune50>ptq"}
 
 
 def test_any_sequential_model_and_feature_keys(tmp_path):
@@ -224,7 +226,83 @@ def test_any_sequential_model_and_feature_keys(tmp_path):
         base_model={"path": str(tmp_path / "mlp")}, thresholds={"min_accuracy": 0.8}))
     runners.run(config)
     leaves = {leaf.path: leaf for leaf in read_leaves(config.metadata)}
-    pcqat = leaves["prune>cluster>pcqat"]
+    pcqat = leaves["prune50>cluster16>pcqat"]
     assert pcqat.int8_accuracy >= 0.8 and pcqat.sparsity >= 0.45
     assert pcqat.max_unique_per_channel <= 17  # 16 clusters, and the kept zero
     assert pcqat.vela[0]["npu_ops"] >= 3 and pcqat.vela[0]["cpu_ops"] == 0
+
+
+@keras.utils.register_keras_serializable(package="collabopt_tests")
+class ChannelScale(keras.layers.Layer):
+    """A custom layer with a weight: TFLite converts it (a Mul), TFMOT can neither prune nor
+    quantize-aware-train it."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight("scale", shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+
+def test_a_leaf_that_cannot_be_built_fails_alone_and_the_run_goes_on(tmp_path, tree_inputs):
+    from collabopt.pipelines.demo.data import load_digits_arrays
+    from collabopt.components.core.data import dataset_from_arrays
+
+    (x_train, y_train), _ = load_digits_arrays()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        ChannelScale(name="channel_scale"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(dataset_from_arrays(x_train, y_train, shuffle=True), epochs=5, verbose=0)
+    model.save(str(tmp_path / "model"))
+
+    config_path = _config(tmp_path, tree_inputs, leaves=["ptq", "qat", "prune>ptq"],
+                          base_model={"path": str(tmp_path / "model")},
+                          thresholds={"min_accuracy": 0.5})
+    result = CliRunner().invoke(main, ["run", config_path])
+    assert result.exit_code == 0, result.output
+    leaves = {leaf.path: leaf for leaf in read_leaves(load_config(config_path).metadata)}
+    assert set(leaves) == {"ptq", "qat", "prune50>ptq"}
+    assert leaves["ptq"].selected and leaves["ptq"].failure is None
+    for path, step in (("qat", "PreservingQAT"), ("prune50>ptq", "Pruner")):
+        failure = leaves[path].failure
+        assert failure and failure["step"] == step, (path, failure)
+        assert "channel_scale" in failure["message"], failure
+        assert not leaves[path].blessed and not leaves[path].selected
+        assert leaves[path].reasons and "failed" in leaves[path].reasons[0]
+    assert "failed to build" in result.output and "FAILED" in result.output
+
+
+def test_search_mode_tries_levels_in_rounds_and_records_why_it_stopped(tmp_path, tree_inputs):
+    """One technique, four candidate sparsities: bisection trains two or three of them, each
+    round a real (cached) pipeline run; the final Selector records the trace."""
+    from collabopt.components import types as t
+    from collabopt.pipelines.leaves import artifact_properties, latest_run, run_artifacts
+
+    config = load_config(_config(
+        tmp_path, tree_inputs, mode="search", leaves=["ptq", "prune>ptq"],
+        pruning={"target_sparsity": [0.3, 0.5, 0.7, 0.97]},
+        thresholds={"max_accuracy_drop": 0.05}))
+    trace = runners.run(config)
+    tried = {leaf.path for leaf in read_leaves(config.metadata)}
+    assert "ptq" in tried and len(tried) - 1 < 4, tried       # not the whole list
+    assert "prune97>ptq" in tried or trace["trials"][-1]["held"] is False
+    assert trace["stopped"] and trace["stopped"][0].startswith("sparsity:")
+    # Each round was a pipeline run; only the last one pushed.
+    store = open_store(config.metadata)
+    runs = store.get_contexts_by_type("pipeline_run")
+    assert len(runs) == trace["rounds"]
+    nodes = _executed_nodes(config.metadata)
+    assert nodes.get("Pusher") == 1
+    assert all(count <= 1 for node, count in nodes.items() if node.startswith("Pruner_"))
+    blessing = [artifact_properties(b) for b in run_artifacts(store, latest_run(store))
+                .of_type("ModelBlessing") if t.SEARCH_TRACE in artifact_properties(b)]
+    recorded = json.loads(blessing[0][t.SEARCH_TRACE])
+    assert recorded["stopped"] == trace["stopped"]
+    assert [tr["levels"] for tr in recorded["trials"] if tr["axis"] == "sparsity"]

@@ -51,3 +51,44 @@ def test_missing_vela_figure_is_a_miss_not_a_pass():
 def test_impossible_thresholds_are_config_errors(thresholds, match):
     with pytest.raises(ConfigError, match=match):
         select(LEAVES, thresholds)
+
+
+def test_tolerance_prefers_the_more_accurate_of_two_near_equal_leaves():
+    leaves = [
+        LeafMetrics("prune75>cluster8>pcqat", int8_accuracy=0.958, tflite_bytes=30_000,
+                    accuracy_drop=0.011, inference_ms=0.0990, flash_bytes=9_000),
+        LeafMetrics("prune75>cluster16>pcqat", int8_accuracy=0.972, tflite_bytes=30_000,
+                    accuracy_drop=0.0, inference_ms=0.1000, flash_bytes=10_000),
+        LeafMetrics("ptq", int8_accuracy=0.972, tflite_bytes=40_000, inference_ms=0.2,
+                    flash_bytes=38_000),
+    ]
+    strict = select(leaves, {}, "latency", tolerance=0.0)
+    assert strict.selected.path == "prune75>cluster8>pcqat"
+    tolerant = select(leaves, {}, "latency", tolerance=0.02)
+    assert tolerant.selected.path == "prune75>cluster16>pcqat"
+    assert set(tolerant.tied) == {"prune75>cluster8>pcqat", "prune75>cluster16>pcqat"}
+    assert "most accurate" in tolerant.explanation and "prune75>cluster8>pcqat" in tolerant.explanation
+    assert tolerant.ranking[0] == "prune75>cluster16>pcqat"
+
+
+def test_leaves_outside_the_tolerance_do_not_tie():
+    selection = select(LEAVES, {}, "latency", tolerance=0.05)
+    assert selection.selected.path == "prune>cluster>pcqat"   # 0.20 ms; 0.22 is 10 % slower
+    assert selection.tied == ("prune>cluster>pcqat",)
+
+
+def test_failed_leaves_are_never_selected_and_are_named():
+    failed = LeafMetrics("qat", int8_accuracy=0.0, tflite_bytes=0,
+                         failure="PreservingQAT: layer 'lstm' (LSTM) is not supported")
+    selection = select([*LEAVES, failed], {}, "accuracy")
+    assert selection.selected.path == "ptq"
+    assert "qat" not in selection.ranking
+    assert "lstm" in selection.explanation
+    nothing = select([failed], {}, "latency")
+    assert nothing.selected is None and nothing.closest is None
+    assert "No leaf could be built" in nothing.explanation
+
+
+def test_objective_tolerance_out_of_range_is_a_config_error():
+    with pytest.raises(ConfigError, match="objective_tolerance"):
+        select(LEAVES, {}, "latency", tolerance=1.5)
