@@ -99,8 +99,9 @@ def kfp(tmp_path_factory, image, container_engine):
     case.job = case.compile()
     case.run = case.run_in_containers(case.job)
     case.local_metadata = case.run_locally()
-    print(f"\ncontainer run {case.timings['containers']:.0f} s ({len(case.run.tasks)} tasks), "
-          f"local run {case.timings['local']:.0f} s")
+    print(f"\ncontainer run {case.timings['containers']:.0f} s ({len(case.run.tasks)} tasks: "
+          + ", ".join(f"{r.task} {r.seconds:.0f}" for r in case.run.tasks)
+          + f"), local run {case.timings['local']:.0f} s")
     return case
 
 
@@ -144,7 +145,8 @@ def test_artifacts_live_under_the_bucket_at_the_launchers_paths(kfp):
         assert artifact.uri.startswith(run_root), artifact.uri
         local = kfp_harness.local_path_for_uri(artifact.uri)
         host = os.path.join(kfp.bucket_dir, local[len("/gcs/collabopt-test/"):])
-        assert os.path.isdir(host) and os.listdir(host) or artifact.type_name == "tfx.ModelRun", (
+        written = os.path.isdir(host) and bool(os.listdir(host))
+        assert written or artifact.type_name == "tfx.ModelRun", (
             f"{artifact.type_name} {artifact.uri}: nothing written at {host}")
 
 
