@@ -13,20 +13,24 @@ What stands in for which part of KFP (kubeflow/pipelines, backend/src/v2/, relea
   (`dependentTasks`), each in a fresh container of its image. No caching, no retries, no
   `triggerPolicy` conditions (a task with one is refused: exhaustive mode only).
 - **The container driver** (`driver/container.go`, `driver/resolve.go`, `driver/driver.go:
-  provisionOutputs`, `metadata/client.go: GenerateOutputURI, GetPipeline`): `_executor_input`
-  builds the ExecutorInput from the spec alone — parameters from the task's
+  provisionOutputs`, `metadata/client.go: GenerateOutputURI, GetPipeline`):
+  `_Run.executor_input` builds the ExecutorInput from the spec alone — parameters from the task's
   `runtimeValue.constant`s; input artifacts from the producer's recorded outputs as the driver
   reads them back from MLMD (`metadata/converter.go: toRuntimeArtifact`: `name` is the artifact
   id, `metadata` its custom properties with numbers as doubles, and the `display_name` /
   `store_session_info` the launcher added); output URIs
   `<root>/<pipeline>/<run id>/<task>/<uuid>/<key>`; `outputFile` the launcher's local path of
   that task root + `output_metadata.json`.
-- **The launcher** (`component/launcher_v2.go`): `_run_container` substitutes `{{$}}`, mounts
-  each bucket folder where `LocalPathForURI` maps it (`gs://b/...` -> `/gcs/b/...`,
+- **The launcher** (`component/launcher_v2.go`): `_Run.run_container` substitutes `{{$}}`,
+  mounts each bucket folder where `LocalPathForURI` maps it (`gs://b/...` -> `/gcs/b/...`,
   `minio://` -> `/minio/`, `s3://` -> `/s3/`), runs the spec's exact `command` and `args` in the
   image as the image's own user, then reads the ExecutorOutput file and merges it into the
   output artifacts (`mergeRuntimeArtifacts`) and records them (`metadata/client.go:
   RecordArtifact`, `metadata/converter.go: toMLMDArtifact`).
+  The step itself is TFX's entrypoint (`tfx/orchestration/kubeflow/v2/container/
+  kubeflow_v2_run_executor.py`, `kubeflow_v2_entrypoint_utils.py`): it hashes each artifact's
+  `name` into a TFX id, turns `metadata` into custom properties, and writes the output artifacts'
+  properties (ints as doubles) into `outputs.outputFile`.
   One deliberate difference: KFP hands the step the remote URIs and copies the launcher's local
   paths to and from the bucket around it; TFX's entrypoint reads `artifact.uri` itself, through
   TensorFlow's GCS/S3 clients, which cannot reach a bucket from here. So the ExecutorInput given
@@ -36,8 +40,8 @@ What stands in for which part of KFP (kubeflow/pipelines, backend/src/v2/, relea
   hold the local path. Plain parameters (the Examples folder, the Pusher's destination) are not
   artifacts and are passed unchanged: mount them at the same path (`mounts`).
 - **The importer** (`component/importer_launcher.go`): runs in KFP's own launcher image, not in
-  ours, so `_import` emulates it in-process: an artifact with the spec's `artifactUri`, type and
-  `metadata`, plus `store_session_info`, from a `system.ImporterExecution`.
+  ours, so `_Run.import_artifact` emulates it in-process: an artifact with the spec's
+  `artifactUri`, type and `metadata`, plus `store_session_info`, from a `system.ImporterExecution`.
 - **TFX's ImportExampleGen driver**: TFX compiles it as the executor's `lifecycle.preCacheCheck`
   (`tfx/orchestration/kubeflow/v2/file_based_example_gen/driver.py`), which Vertex AI runs before
   the executor and the open-source KFP backend does not run at all. The harness runs it in the
