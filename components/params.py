@@ -117,6 +117,16 @@ def parse_m_by_n(value: str | Iterable[int] | None) -> tuple[int, int] | None:
     return pair  # type: ignore[return-value]
 
 
+def parse_flag(name: str, value: Any) -> bool:
+    """A bool parameter: True/False, or 1/0 as it arrives on Kubeflow (KFP v2 has no boolean
+    parameters: TFX compiles a bool ExecutionParameter as NUMBER_INTEGER)."""
+    if isinstance(value, bool):
+        return value
+    if _is_int(value) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{name}={value!r} must be true or false (or 1 / 0).")
+
+
 def _check(name: str, value: Any, ok: Callable[[Any], bool], allowed: str) -> None:
     if not ok(value):
         raise ConfigError(f"{name}={value!r} is out of range; it must be {allowed}.")
@@ -214,10 +224,11 @@ def clustering_params(props: Mapping[str, Any]):
     from collabopt.components.core.clustering import CentroidInitialization, ClusteringParams
 
     kwargs: dict[str, Any] = {}
-    for key in (keys.NUMBER_OF_CLUSTERS_KEY, keys.PRESERVE_SPARSITY_KEY,
-                keys.CLUSTER_PER_CHANNEL_KEY):
+    if props.get(keys.NUMBER_OF_CLUSTERS_KEY) is not None:
+        kwargs[keys.NUMBER_OF_CLUSTERS_KEY] = props[keys.NUMBER_OF_CLUSTERS_KEY]
+    for key in (keys.PRESERVE_SPARSITY_KEY, keys.CLUSTER_PER_CHANNEL_KEY):
         if props.get(key) is not None:
-            kwargs[key] = props[key]
+            kwargs[key] = parse_flag(key, props[key])
     if props.get(keys.CLUSTER_CENTROIDS_INIT_KEY) is not None:
         kwargs[keys.CLUSTER_CENTROIDS_INIT_KEY] = parse_enum(
             keys.CLUSTER_CENTROIDS_INIT_KEY, CentroidInitialization,

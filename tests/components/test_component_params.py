@@ -51,6 +51,20 @@ def test_pruning_params_from_exec_properties():
     assert p.layers == ("conv2", "dense1") and p.end_step is None
 
 
+@pytest.mark.parametrize("flag, expected", [(True, True), (False, False), (1, True), (0, False)])
+def test_clustering_flags_accept_kubeflows_integers(flag, expected):
+    """KFP v2 hands bool ExecutionParameters to the step as NUMBER_INTEGER (1 / 0)."""
+    cp = params.clustering_params({keys.NUMBER_OF_CLUSTERS_KEY: 8, keys.PRESERVE_SPARSITY_KEY: flag,
+                                   keys.CLUSTER_PER_CHANNEL_KEY: flag})
+    assert cp.preserve_sparsity is expected and cp.cluster_per_channel is expected
+
+
+@pytest.mark.parametrize("flag", [2, "yes", 1.0])
+def test_clustering_flags_reject_other_values(flag):
+    with pytest.raises(ConfigError, match="preserve_sparsity=.*must be true or false"):
+        params.clustering_params({keys.PRESERVE_SPARSITY_KEY: flag})
+
+
 def test_feature_spec_takes_the_model_shape_when_unset():
     assert params.feature_spec({}, (8, 8, 1)).feature_shape == (8, 8, 1)
     assert params.feature_spec({keys.FEATURE_SHAPE_KEY: "64"}, (8, 8, 1)).feature_shape == (64,)

@@ -1,9 +1,9 @@
 """container/Dockerfile: linted offline, and its promises checked against TFX's compiled steps.
 
-No container engine runs here, so the image is never built: these tests check what can be checked
-without one — hadolint, the base and user, the install from constraints.txt, the build context,
-and that the command TFX compiles into every Kubeflow step is the image's entrypoint and starts
-in this very dependency set.
+These tests need no container engine: hadolint, the base and user, the install from
+constraints.txt, the build context, and that the command TFX compiles into every Kubeflow step is
+the image's entrypoint and starts in this very dependency set. test_kfp_in_image.py builds the
+image and runs the compiled steps in it.
 """
 from __future__ import annotations
 

