@@ -3,18 +3,26 @@ Kubeflow Pipelines v2. `tree.create_pipeline` knows nothing of runners; these wr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
-import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from absl import logging as absl_logging
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.compiler import compiler, constants
 from tfx.dsl.io import fileio
 from tfx.orchestration import pipeline as pipeline_lib
+from tfx.orchestration.portable import runtime_parameter_utils
+from tfx.proto.orchestration import pipeline_pb2
 
-from collabopt.pipelines import mlmd
 from collabopt.pipelines.config import Mode, PipelineConfig, Runner, check_local_inputs
+from collabopt.pipelines.metadata import run_records, runs as run_states
+from collabopt.pipelines.metadata.reader import Reader
+from collabopt.pipelines.metadata.runs import Orphan
+from collabopt.pipelines.metadata.store import connection_config, open_store
+from collabopt.pipelines.run_files import new_run_id
+from collabopt.pipelines.run_lock import run_lock
 from collabopt.pipelines.tree import create_pipeline
 
 _DONE = {metadata_store_pb2.Execution.COMPLETE: "done", metadata_store_pb2.Execution.CACHED: "cached",
@@ -25,22 +33,74 @@ def build(config: PipelineConfig) -> pipeline_lib.Pipeline:
     metadata_dir = os.path.dirname(config.metadata)
     if "://" not in config.metadata and metadata_dir:
         fileio.makedirs(metadata_dir)
-    return create_pipeline(config, metadata_connection_config=mlmd.connection_config(config.metadata))
+    return create_pipeline(config, metadata_connection_config=connection_config(config.metadata))
 
 
-def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=None) -> None:
-    """Runs the pipeline to completion; `progress(done, total, last_node)` is called as nodes finish."""
+@dataclasses.dataclass
+class RunResult:
+    run_id: str
+    orphans: list[Orphan]                     # executions of dead runs this run marked CANCELED
+
+
+def compile_ir(pipeline: pipeline_lib.Pipeline, run_id: str) -> pipeline_pb2.Pipeline:
+    """The pipeline IR with its run id fixed, so the runner records the run under `run_id`.
+
+    LocalDagRunner and BeamDagRunner substitute the `pipeline-run-id` runtime parameter with a
+    timestamp of their own in `run_with_ir`; substituted first, the parameter is a plain value and
+    their substitution leaves it alone (tfx/orchestration/portable/runtime_parameter_utils.py)."""
+    for component in pipeline.components:  # as TfxRunner.run does before compiling
+        if hasattr(component, "_resolve_pip_dependencies"):
+            component._resolve_pip_dependencies(pipeline.pipeline_info.pipeline_root)
+    ir = compiler.Compiler().compile(pipeline)
+    runtime_parameter_utils.substitute_runtime_parameter(
+        ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    return ir
+
+
+def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=None,
+        run_id: Optional[str] = None, wait: bool = False,
+        on_wait: Optional[Callable[[str], None]] = None,
+        on_orphans: Optional[Callable[[list[Orphan]], None]] = None) -> RunResult:
+    """Runs the pipeline to completion as run `run_id` (default: a new one) and returns it;
+    `progress(done, total, last_node)` is called as this run's nodes finish.
+
+    Holds the pipeline's lock on the store (run_lock: a second run is refused, or waits with
+    `wait=True`), marks executions left RUNNING by dead runs CANCELED, and records on the run's
+    context who runs it and how it ended (metadata.run_records)."""
     runner = Runner(runner or config.runner)
+    run_id = run_id or new_run_id()
     check_local_inputs(config)
     pipeline = build(config)
-    total = len(pipeline.components)
-    with _watch(config.metadata, config.pipeline_name, total, progress):
-        if runner == Runner.BEAM:
-            from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
-            BeamDagRunner().run(pipeline)
-        else:
-            from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-            LocalDagRunner().run(pipeline)
+    ir = compile_ir(pipeline, run_id)
+    total = len(ir.nodes)
+    with run_lock(config.metadata, config.pipeline_name, run_id, wait=wait, on_wait=on_wait):
+        reader = Reader(open_store(config.metadata, readonly=False))
+        orphans = run_records.mark_abandoned(reader, config.pipeline_name, by_run=run_id)
+        if orphans and on_orphans:
+            on_orphans(orphans)
+        run_records.begin_run(reader, config.pipeline_name, run_id, total)
+        try:
+            with _watch(config.metadata, run_id, total, progress):
+                if runner == Runner.BEAM:
+                    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+                    BeamDagRunner().run_with_ir(ir)
+                else:
+                    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+                    LocalDagRunner().run_with_ir(ir)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) \
+                else type(exc).__name__
+            with contextlib.suppress(Exception):  # keep the run's own error, not a recording one
+                run_records.finish_run(reader, run_id, run_states.FAILED, error)
+            raise
+        run_records.finish_run(reader, run_id, run_states.COMPLETE)
+    return RunResult(run_id, orphans)
+
+
+PROGRESSIVE_ON_KUBEFLOW = (
+    "mode: progressive compiles, but on Kubeflow Pipelines the gate Selectors consume the "
+    "outputs of tasks a condition may skip, which the open-source KFP backend cannot hand "
+    "on; this is unverified on a cluster. Use mode: exhaustive for Kubeflow runs.")
 
 
 def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
@@ -54,10 +114,7 @@ def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_v2
 
     if config.mode == Mode.PROGRESSIVE:
-        absl_logging.warning(
-            "mode: progressive compiles, but on Kubeflow Pipelines the gate Selectors consume the "
-            "outputs of tasks a condition may skip, which the open-source KFP backend cannot hand "
-            "on; this is unverified on a cluster. Use mode: exhaustive for Kubeflow runs.")
+        absl_logging.warning(PROGRESSIVE_ON_KUBEFLOW)
     pipeline = create_pipeline(config, metadata_connection_config=None)
     runner = kfp_v2.KubeflowV2DagRunner(
         config=kfp_v2.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
@@ -67,38 +124,35 @@ def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
     return out
 
 
-def _node_id(store, execution_id: int, pipeline_name: str) -> Optional[str]:
-    """The pipeline node that ran an execution, from its `node` context (`<pipeline>.<node>`)."""
-    for context in store.get_contexts_by_execution(execution_id):
-        if context.name.startswith(pipeline_name + "."):
-            return context.name[len(pipeline_name) + 1:]
-    return None
-
-
 @contextlib.contextmanager
-def _watch(metadata_uri: str, pipeline_name: str, total: int, progress) -> Iterator[None]:
-    """Polls MLMD in a thread and reports executions finished since the run started."""
-    if progress is None or "://" in metadata_uri:
+def _watch(metadata_uri: str, run_id: str, total: int, progress) -> Iterator[None]:
+    """Polls MLMD in a thread and reports the nodes of run `run_id` as they finish."""
+    if progress is None:
         yield
         return
-    started_ms = int(time.time() * 1000)
     stop = threading.Event()
+    seen: dict[str, str] = {}
+    done: set[int] = set()
+
+    def poll_once():
+        try:
+            reader = Reader(open_store(metadata_uri, readonly=True))
+            context = reader.run(run_id)
+            executions = reader.store.get_executions_by_context(context.id) if context else []
+            for execution in sorted(executions, key=lambda e: e.id):
+                if execution.last_known_state not in _DONE or execution.id in done:
+                    continue
+                done.add(execution.id)
+                node = reader.node_id(execution)
+                if node not in seen:  # one line per node, however many executions it has
+                    seen[node] = _DONE[execution.last_known_state]
+                    progress(min(len(seen), total), total, f"{node} {seen[node]}")
+        except Exception:  # the store may be locked mid-write: try again at the next tick
+            pass
 
     def poll():
-        seen: set[int] = set()
         while not stop.wait(1.5):
-            try:
-                store = mlmd.open_store(metadata_uri, must_exist=True)
-                executions = store.get_executions()
-            except Exception:  # the store may not exist yet, or be locked mid-write
-                continue
-            for execution in executions:
-                if execution.id in seen or execution.create_time_since_epoch < started_ms:
-                    continue
-                if execution.last_known_state in _DONE:
-                    seen.add(execution.id)
-                    name = _node_id(store, execution.id, pipeline_name) or execution.name
-                    progress(len(seen), total, f"{name} {_DONE[execution.last_known_state]}")
+            poll_once()
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
@@ -110,3 +164,4 @@ def _watch(metadata_uri: str, pipeline_name: str, total: int, progress) -> Itera
         stop.set()
         thread.join(timeout=5)
         absl_logging.set_verbosity(previous)
+    poll_once()  # the steps that finished since the last tick (only when the run succeeded)
