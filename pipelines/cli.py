@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from collabopt.components.core.errors import CollaboptError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # our lines are never cut or wrapped
 out = Console()
 
 METADATA_OPTION = click.option(
@@ -83,12 +83,22 @@ def _captured(log_path, verbose: bool, metadata: str = ""):
                 console.file = out.file = None  # back to sys.stderr / sys.stdout
 
 
-def _run_with_progress(config, runner, run_id: str, wait: bool, verbose: bool):
+def _load_config(config_path: str, verbose: bool):
+    """The validated config; checking values imports TensorFlow, whose chatter is dropped."""
+    from collabopt.pipelines.config import load_config
+
+    with _captured(None, verbose):
+        return load_config(config_path)
+
+
+def _run_with_progress(config, runner, run_id: str, log: str, wait: bool, verbose: bool):
     from collabopt.pipelines import runners
+    from collabopt.pipelines.metadata.store import redact
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
-                  console=console, transient=True, disable=verbose) as bar:
+                  console=console, transient=True,
+                  disable=verbose or not console.is_terminal) as bar:
         task = bar.add_task("pipeline", total=None, last="starting")
 
         def progress(done, total, last):
@@ -98,13 +108,17 @@ def _run_with_progress(config, runner, run_id: str, wait: bool, verbose: bool):
         def on_wait(other):
             bar.console.print(f"Waiting for {other} to finish…", highlight=False)
 
-        def on_orphans(orphans):
+        def on_start(orphans):
+            bar.console.print(f"Run {run_id} of {config.pipeline_name} on "
+                              f"{redact(config.metadata)}", highlight=False)
+            bar.console.print(f"Log: {log}" + ("" if verbose else "  (-v shows it here)"),
+                              highlight=False)
             for o in orphans:
                 bar.console.print(f"[yellow]Marked execution #{o.execution_id} ({o.node_id}) "
                                   f"CANCELED, abandoned: {o.reason}[/]", highlight=False)
 
         return runners.run(config, runner, progress=progress, run_id=run_id, wait=wait,
-                           on_wait=on_wait, on_orphans=on_orphans)
+                           on_wait=on_wait, on_start=on_start)
 
 
 def _outcome(config, run_id: str):
@@ -132,17 +146,17 @@ def _outcome(config, run_id: str):
 
 
 def _run_and_report(config, runner, wait: bool, verbose: bool) -> None:
-    from collabopt.pipelines.metadata.store import redact
     from collabopt.pipelines.run_files import log_path, new_run_id
+    from collabopt.pipelines.run_lock import RunInProgressError
 
     run_id = new_run_id()
     log = log_path(config.pipeline_root, config.pipeline_name, run_id)
-    console.print(f"Run {run_id} of {config.pipeline_name} on {redact(config.metadata)}",
-                  highlight=False)
-    console.print(f"Log: {log}" + ("" if verbose else "  (-v shows it here)"), highlight=False)
     with _captured(log, verbose, config.metadata):
         try:
-            _run_with_progress(config, runner, run_id, wait, verbose)
+            _run_with_progress(config, runner, run_id, log, wait, verbose)
+        except RunInProgressError:
+            os.remove(log)  # this run never started
+            raise
         except (CollaboptError, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -168,9 +182,7 @@ def run(config_path, runner, wait, verbose):
 
     One run at a time per pipeline and store: a second one stops with the first's run id (or
     waits, with --wait). The run's own output goes to a log file under pipeline_root/logs/."""
-    from collabopt.pipelines.config import load_config
-
-    config = load_config(config_path)
+    config = _load_config(config_path, verbose)
     _run_and_report(config, runner, wait, verbose)
 
 
@@ -187,15 +199,20 @@ def demo(workdir, runner, mode, wait, verbose):
     Writes into WORKDIR the config it used (pipeline.yaml: edit and re-run it with
     `collabopt run`), metadata.sqlite, pipeline_root/ and serving/.
     """
-    from collabopt.pipelines.config import load_config
-
     with _captured(None, verbose):
         from collabopt.pipelines.demo.setup import write_demo
 
         config_path = write_demo(workdir, runner=runner, mode=mode)
     console.print(f"Demo config: {config_path}")
-    config = load_config(config_path)
+    config = _load_config(config_path, verbose)
     _run_and_report(config, None, wait, verbose)
+
+
+def _open(metadata: str):
+    """The store, read-only; a bad one fails here, before TensorFlow is imported."""
+    from collabopt.pipelines.metadata.store import open_store
+
+    return open_store(metadata, readonly=True)
 
 
 def _say_run(choice, what: str) -> None:
@@ -214,10 +231,11 @@ def leaves(metadata, as_json, run_id, verbose):
     """Every leaf of a run (by default the latest that evaluated leaves) with its metrics, read
     from ML Metadata alone."""
     with _captured(None, verbose, metadata):
+        store = _open(metadata)
         from collabopt.pipelines.leaves import leaves_table
         from collabopt.pipelines.metadata.read import read_run
 
-        choice = read_run(metadata, run_id)
+        choice = read_run(metadata, run_id, store=store)
     records = choice.shown.records
     if not records:
         raise CollaboptError(f"{choice.note or 'No run evaluated a leaf yet.'} No run in this "
@@ -238,9 +256,10 @@ def runs(metadata, as_json, verbose):
     (a failed step's error; executions a killed run left RUNNING). Read-only: abandoned
     executions are reported here and marked CANCELED by the next `collabopt run`."""
     with _captured(None, verbose, metadata):
+        store = _open(metadata)
         from collabopt.pipelines.metadata.read import read_runs
 
-        infos = read_runs(metadata)
+        infos = read_runs(metadata, store=store)
     if as_json:
         out.print_json(json.dumps([i.to_json() for i in infos]))
         return
@@ -290,12 +309,14 @@ def lineage(metadata, artifact_id, selected, as_json, full, run_id, verbose):
         raise click.UsageError("give exactly one of ARTIFACT_ID or --selected "
                                "(`collabopt leaves --json` lists the leaves' artifact ids)")
     with _captured(None, verbose, metadata):
+        store = _open(metadata)
         from collabopt.pipelines.lineage import render_tree
         from collabopt.pipelines.metadata.read import read_lineage, read_run
 
-        choice = read_run(metadata, run_id) if selected else None
+        choice = read_run(metadata, run_id, store=store) if selected else None
         result = read_lineage(metadata, artifact_id=artifact_id, selected=selected,
-                              run_id=choice.shown.run_id if choice else None, full=full)
+                              run_id=choice.shown.run_id if choice else None, full=full,
+                              store=store)
     if choice:
         _say_run(choice, "Lineage of the model selected in")
     else:
@@ -319,11 +340,12 @@ def report(metadata, out_dir, run_id, verbose):
     leaves, Pareto fronts, the deployment tree and the weights of the selected leaf along its
     path."""
     with _captured(None, verbose, metadata):
+        store = _open(metadata)
         from collabopt.pipelines.metadata.read import read_run
         from collabopt.pipelines.report import build_report
 
-        choice = read_run(metadata, run_id)
-        index = build_report(metadata, out_dir, run_id=choice.shown.run_id)
+        choice = read_run(metadata, run_id, store=store)
+        index = build_report(metadata, out_dir, run_id=choice.shown.run_id, store=store)
     _say_run(choice, "Report of")
     console.print(f"Wrote {os.path.abspath(index)}")
 
@@ -338,9 +360,7 @@ def report(metadata, out_dir, run_id, verbose):
 @VERBOSE_OPTION
 def compile_(config_path, out_path, image, pipeline_root, verbose):
     """Compile the deployment tree for Kubeflow Pipelines v2 (TFX KubeflowV2DagRunner)."""
-    from collabopt.pipelines.config import load_config
-
-    config = load_config(config_path)
+    config = _load_config(config_path, verbose)
     if pipeline_root:
         config = config.model_copy(update={"pipeline_root": pipeline_root})
     with _captured(None, verbose):

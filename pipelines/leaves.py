@@ -16,7 +16,7 @@ COLUMNS = [
     ColumnSpec("int8 acc", "right", "accuracy"), ColumnSpec("drop", "right", "accuracy"),
     ColumnSpec("tflite B", "right", "size"), ColumnSpec("gzip B", "right", "size"),
     ColumnSpec("sparsity", "right", "structure"), ColumnSpec("uniq/ch", "right", "structure"),
-    ColumnSpec("target", "left", "vela"), ColumnSpec("ms", "right", "vela"),
+    ColumnSpec("target", "left", "vela", group_key=True), ColumnSpec("ms", "right", "vela"),
     ColumnSpec("SRAM B", "right", "vela"), ColumnSpec("flash/DRAM B", "right", "vela"),
     ColumnSpec("NPU/CPU ops", "right", "vela"),
     ColumnSpec("verdict"),

@@ -85,11 +85,12 @@ def focus_leaf(records: list[LeafRecord], selection: SelectionInfo) -> tuple[Lea
                   "with the best int8 accuracy.")
 
 
-def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None) -> str:
+def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None,
+                 store=None) -> str:
     """Writes the page and its figures; returns the page's path.
 
     `out` is a directory (the page is `out/index.html`) or a path ending in `.html` (the figures go
-    next to it)."""
+    next to it). `store`: the store already opened read-only (default: open `metadata_uri`)."""
     import matplotlib
     matplotlib.use("Agg")
 
@@ -98,7 +99,7 @@ def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None) -> s
     else:
         out_dir, index = out, os.path.join(out, INDEX)
 
-    reader = open_reader(metadata_uri)
+    reader = open_reader(metadata_uri, store)
     store, shown = reader.store, redact(metadata_uri)
     choice = choose_run(reader, run_id, where=shown)
     run_context = reader.run(choice.shown.run_id)

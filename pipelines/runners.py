@@ -60,9 +60,10 @@ def compile_ir(pipeline: pipeline_lib.Pipeline, run_id: str) -> pipeline_pb2.Pip
 def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=None,
         run_id: Optional[str] = None, wait: bool = False,
         on_wait: Optional[Callable[[str], None]] = None,
-        on_orphans: Optional[Callable[[list[Orphan]], None]] = None) -> RunResult:
+        on_start: Optional[Callable[[list[Orphan]], None]] = None) -> RunResult:
     """Runs the pipeline to completion as run `run_id` (default: a new one) and returns it;
-    `progress(done, total, last_node)` is called as this run's nodes finish.
+    `progress(done, total, last_node)` is called as this run's nodes finish, `on_wait(holder)`
+    when another run holds the lock and `wait` is set, `on_start(orphans)` once this run holds it.
 
     Holds the pipeline's lock on the store (run_lock: a second run is refused, or waits with
     `wait=True`), marks executions left RUNNING by dead runs CANCELED, and records on the run's
@@ -76,8 +77,8 @@ def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=
     with run_lock(config.metadata, config.pipeline_name, run_id, wait=wait, on_wait=on_wait):
         reader = Reader(open_store(config.metadata, readonly=False))
         orphans = run_records.mark_abandoned(reader, config.pipeline_name, by_run=run_id)
-        if orphans and on_orphans:
-            on_orphans(orphans)
+        if on_start:  # holding the lock: the run starts now
+            on_start(orphans)
         run_records.begin_run(reader, config.pipeline_name, run_id, total)
         try:
             with _watch(config.metadata, run_id, total, progress):
@@ -164,4 +165,4 @@ def _watch(metadata_uri: str, run_id: str, total: int, progress) -> Iterator[Non
         stop.set()
         thread.join(timeout=5)
         absl_logging.set_verbosity(previous)
-    poll_once()  # the steps that finished since the last tick (only when the run succeeded)
+        poll_once()  # the steps that finished (or failed) since the last tick

@@ -21,8 +21,9 @@ _NATURAL = 100_000                            # a width no table reaches: measur
 class ColumnSpec:
     header: str
     justify: str = "left"
-    group: str = ""                           # columns of one group stay in one table
+    group: str = ""                           # columns of one group stay in one table if they can
     min_width: Optional[int] = None
+    group_key: bool = False                   # repeated in every table that holds its group
 
 
 def _table(title: Optional[str], columns: Sequence[ColumnSpec], rows: Sequence[Sequence],
@@ -65,15 +66,29 @@ def fit_table(console: Console, title: Optional[str], columns: Sequence[ColumnSp
     groups: dict[str, list[int]] = {}
     for i in body[key_columns:]:
         groups.setdefault(columns[i].group or columns[i].header, []).append(i)
+    fits = lambda indices: _natural_width(console, _table(None, columns, rows, indices)) <= width
+    chunks: list[list[int]] = []              # column groups, split where one is too wide
+    for members in groups.values():
+        if fits(keys + members):
+            chunks.append(members)
+            continue
+        group_keys = [i for i in members if columns[i].group_key]
+        chunk = list(group_keys)
+        for i in members:
+            if i in group_keys:
+                continue
+            if chunk != group_keys and not fits(keys + chunk + [i]):
+                chunks.append(chunk)
+                chunk = list(group_keys)
+            chunk.append(i)
+        chunks.append(chunk)
     tables: list[Table] = []
     current = list(keys)
-    for members in groups.values():
-        candidate = current + members
-        if current == keys or _natural_width(
-                console, _table(None, columns, rows, candidate)) <= width:
-            current = candidate
+    for chunk in chunks:
+        if current == keys or fits(current + chunk):
+            current = current + chunk
             continue
         tables.append(_table(title if not tables else None, columns, rows, current))
-        current = keys + members
+        current = keys + chunk
     tables.append(_table(title if not tables else None, columns, rows, current))
     return Group(*tables, *notes)

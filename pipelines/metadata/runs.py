@@ -58,7 +58,7 @@ class Orphan:
 class RunInfo:
     run_id: str
     pipeline: str
-    started: Optional[str]                    # ISO time, UTC
+    started: Optional[str]                    # ISO time, local (as run ids are)
     state: str
     error: Optional[str]                      # failed: `<node>: <error>`; else a note or None
     leaves: int                               # leaves evaluated (or reused from the cache)
@@ -80,15 +80,23 @@ class RunInfo:
             text += f" of {self.pipeline}"
         text += f" ({self.state}"
         if self.started:
-            text += f", started {self.started}"
+            text += f", started {self.started[:19].replace('T', ' ')}"
         return text + ")"
 
 
 def iso(ms: int) -> Optional[str]:
+    """Milliseconds since the epoch as ISO 8601, UTC."""
     if not ms:
         return None
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc).isoformat(
         timespec="seconds")
+
+
+def local_iso(ms: int) -> Optional[str]:
+    """Milliseconds since the epoch as ISO 8601 in local time, with its offset."""
+    if not ms:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
 
 
 def custom(proto, name: str) -> Any:
@@ -171,7 +179,7 @@ def run_info(reader: Reader, run: Context, with_leaves: bool = True) -> RunInfo:
         records = leaves_of_run(artifacts)
         selected = next((r.path for r in records if r.selected), None)
     return RunInfo(run_id=run.name, pipeline=reader.pipeline_of(run),
-                   started=iso(custom(run, RUN_STARTED) or run.create_time_since_epoch),
+                   started=local_iso(custom(run, RUN_STARTED) or run.create_time_since_epoch),
                    state=state, error=error, leaves=len(records), selected=selected,
                    executions=len(executions), orphans=orphans, owner=owner, records=records)
 
