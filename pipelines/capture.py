@@ -19,8 +19,9 @@ class OutputCapture:
     """Context manager: fds 1 and 2 -> `log_path` (None: discarded) [+ the terminal if verbose]."""
 
     def __init__(self, log_path: Optional[str], verbose: bool = False,
-                 secrets: Sequence[str] = ()):
+                 secrets: Sequence[str] = (), header: str = ""):
         self.log_path = log_path
+        self.header = header
         self.verbose = verbose
         self.secrets = [s.encode() for s in secrets if s]
         self.terminal_err: Optional[IO[str]] = None
@@ -55,6 +56,8 @@ class OutputCapture:
         if self.log_path:
             os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
             log = open(self.log_path, "ab")
+            if self.header:
+                log.write(self._mask(self.header.encode()) + b"\n")
         self._saved = {1: os.dup(1), 2: os.dup(2)}
         self.terminal_out = os.fdopen(os.dup(self._saved[1]), "w", buffering=1)
         self.terminal_err = os.fdopen(os.dup(self._saved[2]), "w", buffering=1)

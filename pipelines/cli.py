@@ -66,14 +66,14 @@ def _real_fd(stream, fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def _captured(log_path, verbose: bool, metadata: str = ""):
+def _captured(log_path, verbose: bool, metadata: str = "", header: str = ""):
     """TensorFlow's and everyone else's output to `log_path` (None: dropped; `verbose`: shown too),
     passwords of `metadata` masked; our consoles keep writing to the terminal."""
     from collabopt.pipelines.capture import OutputCapture
     from collabopt.pipelines.metadata.store import secrets_of
 
     redirect = _real_fd(sys.stderr, 2) and _real_fd(sys.stdout, 1)
-    with OutputCapture(log_path, verbose, secrets_of(metadata)) as capture:
+    with OutputCapture(log_path, verbose, secrets_of(metadata), header) as capture:
         if redirect:
             console.file, out.file = capture.terminal_err, capture.terminal_out
         try:
@@ -151,7 +151,9 @@ def _run_and_report(config, runner, wait: bool, verbose: bool) -> None:
 
     run_id = new_run_id()
     log = log_path(config.pipeline_root, config.pipeline_name, run_id)
-    with _captured(log, verbose, config.metadata):
+    header = (f"collabopt run {run_id} of {config.pipeline_name} on {config.metadata} "
+              f"(pid {os.getpid()})")
+    with _captured(log, verbose, config.metadata, header):
         try:
             _run_with_progress(config, runner, run_id, log, wait, verbose)
         except RunInProgressError:
@@ -238,8 +240,9 @@ def leaves(metadata, as_json, run_id, verbose):
         choice = read_run(metadata, run_id, store=store)
     records = choice.shown.records
     if not records:
-        raise CollaboptError(f"{choice.note or 'No run evaluated a leaf yet.'} No run in this "
-                             "store evaluated a leaf to show.")
+        why = ("It evaluated no leaf." if run_id else
+               "No run in this store evaluated a leaf yet: nothing to show.")
+        raise CollaboptError(f"{choice.note} {why}")
     _say_run(choice, "Leaves of")
     if as_json:
         out.print_json(json.dumps([r.to_json() for r in records]))

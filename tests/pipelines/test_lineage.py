@@ -1,7 +1,9 @@
 """`collabopt lineage`: on a hand-made ML Metadata store (fast) and on a small real run (e2e)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import pathlib
 import re
 import shutil
 import socket
@@ -189,23 +191,24 @@ MARIADBD = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:
 INSTALL_DB = shutil.which("mariadb-install-db")
 
 
-@pytest.fixture
-def mysql_uri(tmp_path):
-    """A throw-away MariaDB server on 127.0.0.1 (no grant tables: any user, no password)."""
+@contextlib.contextmanager
+def mariadb_server(workdir: pathlib.Path):
+    """A throw-away MariaDB server on 127.0.0.1 (no grant tables: any user, any password);
+    yields its port."""
     if not (MARIADBD and INSTALL_DB):
         pytest.skip("no MariaDB server binary (apt-get install mariadb-server)")
-    data = tmp_path / "mysql"
+    data = workdir / "mysql"
     subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root",
                     "--auth-root-authentication-method=normal", "--skip-test-db"],
                    check=True, capture_output=True, timeout=120)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp_path / "mysql.log", "w")
+    log = open(workdir / "mysql.log", "w")
     server = subprocess.Popen(
         [MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
-         "--bind-address=127.0.0.1", f"--socket={tmp_path / 'mysql.sock'}",
-         f"--pid-file={tmp_path / 'mysql.pid'}", "--skip-grant-tables", "--skip-log-bin",
+         "--bind-address=127.0.0.1", f"--socket={workdir / 'mysql.sock'}",
+         f"--pid-file={workdir / 'mysql.pid'}", "--skip-grant-tables", "--skip-log-bin",
          "--innodb-buffer-pool-size=32M"], stdout=log, stderr=log)
     try:
         deadline = time.time() + 60
@@ -215,13 +218,19 @@ def mysql_uri(tmp_path):
                 break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    pytest.fail("MariaDB did not start: " + (tmp_path / "mysql.log").read_text())
+                    pytest.fail("MariaDB did not start: " + (workdir / "mysql.log").read_text())
                 time.sleep(0.3)
-        yield f"mysql://root@127.0.0.1:{port}/collabopt_mlmd"
+        yield port
     finally:
         server.terminate()
         server.wait(timeout=60)
         log.close()
+
+
+@pytest.fixture
+def mysql_uri(tmp_path):
+    with mariadb_server(tmp_path) as port:
+        yield f"mysql://root@127.0.0.1:{port}/collabopt_mlmd"
 
 
 def test_lineage_reads_a_mysql_store(tmp_path, mysql_uri):
