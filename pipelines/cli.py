@@ -240,9 +240,8 @@ def leaves(metadata, as_json, run_id, verbose):
         choice = read_run(metadata, run_id, store=store)
     records = choice.shown.records
     if not records:
-        why = ("It evaluated no leaf." if run_id else
-               "No run in this store evaluated a leaf yet: nothing to show.")
-        raise CollaboptError(f"{choice.note} {why}")
+        why = "" if run_id else " No run in this store evaluated a leaf yet."
+        raise CollaboptError(f"{choice.note}{why}")
     _say_run(choice, "Leaves of")
     if as_json:
         out.print_json(json.dumps([r.to_json() for r in records]))
@@ -348,7 +347,7 @@ def report(metadata, out_dir, run_id, verbose):
         from collabopt.pipelines.report import build_report
 
         choice = read_run(metadata, run_id, store=store)
-        index = build_report(metadata, out_dir, run_id=choice.shown.run_id, store=store)
+        index = build_report(metadata, out_dir, run_id=run_id, store=store)
     _say_run(choice, "Report of")
     console.print(f"Wrote {os.path.abspath(index)}")
 

@@ -19,8 +19,10 @@ Artifact = metadata_store_pb2.Artifact
 
 
 def _set(proto, name: str, value) -> None:
-    if isinstance(value, int):
+    if isinstance(value, int):  # 32 bits on MySQL: pids and counts only
         proto.custom_properties[name].int_value = value
+    elif isinstance(value, float):
+        proto.custom_properties[name].double_value = value
     else:
         proto.custom_properties[name].string_value = str(value)
 
@@ -48,7 +50,7 @@ def begin_run(reader: Reader, pipeline_name: str, run_id: str, steps: int) -> Co
     _set(run, r.RUN_STATE, r.RUNNING)
     _set(run, r.RUN_HOST, socket.gethostname())
     _set(run, r.RUN_PID, os.getpid())
-    _set(run, r.RUN_STARTED, int(time.time() * 1000))
+    _set(run, r.RUN_STARTED, time.time())
     _set(run, r.RUN_STEPS, steps)
     store.put_contexts([run])
     return run
@@ -61,7 +63,7 @@ def finish_run(reader: Reader, run_id: str, state: str, error: Optional[str] = N
     if run is None:
         return
     _set(run, r.RUN_STATE, state)
-    _set(run, r.RUN_FINISHED, int(time.time() * 1000))
+    _set(run, r.RUN_FINISHED, time.time())
     if error:
         _set(run, r.RUN_ERROR, error)
     reader.store.put_contexts([run])

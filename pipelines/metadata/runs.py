@@ -27,8 +27,9 @@ RUN_STATE = "collabopt_state"             # running | complete | failed | abando
 RUN_ERROR = "collabopt_error"             # one line: why the run failed
 RUN_HOST = "collabopt_host"
 RUN_PID = "collabopt_pid"
-RUN_STARTED = "collabopt_started_ms"      # when the owning process began the run
-RUN_FINISHED = "collabopt_finished_ms"
+# Times are doubles (seconds since the epoch): MLMD's MySQL schema holds int properties in 32 bits.
+RUN_STARTED = "collabopt_started"         # when the owning process began the run
+RUN_FINISHED = "collabopt_finished"
 RUN_STEPS = "collabopt_steps"             # nodes in the compiled pipeline
 # Custom properties on an execution a dead run left RUNNING, once a later run marked it CANCELED.
 ABANDONED_AT = "abandoned_at"             # ISO time of the marking
@@ -127,7 +128,7 @@ def owner_alive(run: Context) -> Optional[bool]:
         return None
     try:
         process = psutil.Process(int(pid))
-        return process.create_time() * 1000 <= (started or 0) + 1000
+        return process.create_time() <= (started or 0) + 1
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
 
@@ -179,7 +180,8 @@ def run_info(reader: Reader, run: Context, with_leaves: bool = True) -> RunInfo:
         records = leaves_of_run(artifacts)
         selected = next((r.path for r in records if r.selected), None)
     return RunInfo(run_id=run.name, pipeline=reader.pipeline_of(run),
-                   started=local_iso(custom(run, RUN_STARTED) or run.create_time_since_epoch),
+                   started=local_iso(custom(run, RUN_STARTED) * 1000 if custom(run, RUN_STARTED)
+                                     else run.create_time_since_epoch),
                    state=state, error=error, leaves=len(records), selected=selected,
                    executions=len(executions), orphans=orphans, owner=owner, records=records)
 
@@ -196,17 +198,18 @@ class Choice:
 
     shown: RunInfo
     latest: RunInfo
+    explicit: bool = False                    # the caller asked for `shown` by its id
 
     @property
     def note(self) -> Optional[str]:
-        """Why the shown run is not the latest, or what is wrong with the shown run."""
+        """What is wrong with the shown run, or why it is not the latest."""
         latest, shown = self.latest, self.shown
-        if latest.run_id == shown.run_id:
+        if self.explicit or latest.run_id == shown.run_id:
             if shown.state == FAILED:
                 return f"Run {shown.run_id} failed: {shown.error}"
-            if shown.state in (RUNNING, ABANDONED) or not shown.leaves:
-                return f"Run {shown.run_id} is {shown.state} and evaluated no leaf yet."
-            return None
+            if shown.state in (RUNNING, ABANDONED):
+                return f"Run {shown.run_id} is {shown.state}."
+            return None if shown.leaves else f"Run {shown.run_id} evaluated no leaf."
         what = {FAILED: f"failed: {latest.error}",
                 RUNNING: "is still running",
                 ABANDONED: "was abandoned (its process is gone)"}.get(
@@ -232,7 +235,7 @@ def choose_run(reader: Reader, run_id: Optional[str] = None,
         if run is None:
             raise NoRunError(f"No pipeline run {run_id!r} in this ML Metadata store; "
                              f"`collabopt runs --metadata {where}` lists them.")
-        return Choice(run_info(reader, run), latest)
+        return Choice(run_info(reader, run), latest, explicit=True)
     if latest.leaves:
         return Choice(latest, latest)
     for run in reversed(runs[:-1]):

@@ -11,7 +11,7 @@ from typing import Optional
 COLLABOPT = os.path.join(os.path.dirname(sys.executable), "collabopt")
 # The chatter that must never reach the console (it belongs in the run's log).
 CHATTER = re.compile(r"Unable to register|FutureWarning|WARNING:absl|^[WEI]\d{4} |tensorflow/|"
-                     r"cuda|Traceback", re.M | re.I)
+                     r"cuda|Traceback \(most recent call last\)", re.M | re.I)
 
 
 @dataclasses.dataclass
