@@ -276,7 +276,7 @@ def _runs_table(infos):
 
     state_style = {"complete": "green", "failed": "red", "running": "cyan", "abandoned": "yellow"}
     pipelines = {i.pipeline for i in infos}
-    columns = [ColumnSpec("run id"), ColumnSpec("pipeline"), ColumnSpec("started (UTC)"),
+    columns = [ColumnSpec("run id"), ColumnSpec("pipeline"), ColumnSpec("started"),
                ColumnSpec("state"), ColumnSpec("leaves", "right"), ColumnSpec("selected"),
                ColumnSpec("what happened")]
     rows = []
@@ -284,7 +284,7 @@ def _runs_table(infos):
         notes = [i.error] if i.error else []
         notes += [f"#{o.execution_id} {o.node_id} " + ("marked CANCELED: " if o.marked else "")
                   + o.reason for o in i.orphans]
-        rows.append([i.run_id, i.pipeline, (i.started or "-").replace("+00:00", ""),
+        rows.append([i.run_id, i.pipeline, (i.started or "-")[:19].replace("T", " "),
                      f"[{state_style.get(i.state, '')}]{i.state}[/]", str(i.leaves),
                      i.selected or "-", "; ".join(notes)])
     keep = [c for c in range(len(columns)) if c != 1 or len(pipelines) > 1]

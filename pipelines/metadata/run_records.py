@@ -15,8 +15,6 @@ from ml_metadata.proto import metadata_store_pb2
 from collabopt.pipelines.metadata import runs as r
 from collabopt.pipelines.metadata.reader import Context, Execution, Reader
 
-Artifact = metadata_store_pb2.Artifact
-
 
 def _set(proto, name: str, value) -> None:
     if isinstance(value, int):  # 32 bits on MySQL: pids and counts only
