@@ -122,8 +122,7 @@ def _run_with_progress(config, runner, run_id: str, log: str, wait: bool, verbos
 
 
 def _outcome(config, run_id: str):
-    """This run's leaves table and what its Pusher did, read back from ML Metadata."""
-    from collabopt.pipelines.leaves import leaves_table
+    """This run's leaves and what its Pusher did, read back from ML Metadata."""
     from collabopt.pipelines.metadata.read import open_reader
     from collabopt.pipelines.metadata.runs import pushes, run_info
 
@@ -142,7 +141,7 @@ def _outcome(config, run_id: str):
     else:
         message = ("No leaf met the thresholds, so nothing was deployed; the verdict column says "
                    "which threshold each leaf missed and by how much.")
-    return leaves_table(info.records, out), message
+    return info.records, message
 
 
 def _run_and_report(config, runner, wait: bool, verbose: bool) -> None:
@@ -159,15 +158,19 @@ def _run_and_report(config, runner, wait: bool, verbose: bool) -> None:
         except RunInProgressError:
             os.remove(log)  # this run never started
             raise
-        except (CollaboptError, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            raise
+        except CollaboptError:
+            traceback.print_exc()  # into the log; the console gets the message
             raise
         except Exception as exc:
             traceback.print_exc()
             first = (str(exc).strip().splitlines() or [""])[0]
             raise RunFailedError(f"Run {run_id} failed: {type(exc).__name__}: {first} "
                                  f"(the traceback is in {log})") from None
-        table, message = _outcome(config, run_id)
-    out.print(table)
+        records, message = _outcome(config, run_id)
+        from collabopt.pipelines.leaves import leaves_table
+    out.print(leaves_table(records, out))  # fitted to the console's width, once it is back
     console.print(message, highlight=False)
 
 
