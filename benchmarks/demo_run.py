@@ -42,7 +42,7 @@ def timed_run(args: list[str]) -> dict:
 def execution_counts(metadata: str) -> dict[str, int]:
     from ml_metadata.proto import metadata_store_pb2
 
-    from collabopt.pipelines.mlmd import open_store
+    from collabopt.pipelines.metadata.store import open_store
 
     store = open_store(metadata)
     latest = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)

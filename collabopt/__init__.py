@@ -9,7 +9,7 @@ user project's own `components` or `pipelines` package never collides with ours.
 is the short form of `from collabopt.components import ...`; both import TFX only when a
 component is first used.
 """
-from collabopt.components.core import keras_compat as _keras_compat  # noqa: F401  (TF_USE_LEGACY_KERAS first)
+from collabopt.components.core import tf_env as _tf_env  # noqa: F401  (TF_USE_LEGACY_KERAS first)
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@
 The components are imported lazily (PEP 562): `import collabopt.components.core.pruning` never
 imports TFX.
 """
-from collabopt.components.core import keras_compat as _keras_compat  # noqa: F401  (TF_USE_LEGACY_KERAS first)
+from collabopt.components.core import tf_env as _tf_env  # noqa: F401  (TF_USE_LEGACY_KERAS first)
 
 import importlib as _importlib
 

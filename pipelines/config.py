@@ -230,6 +230,8 @@ def _format_validation_error(exc: pydantic.ValidationError, source: str) -> str:
         shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) \
             else f" (got {value!r})"
         lines.append(f"  {key}: {msg}{shown}")
+    if len(lines) == 2:  # one problem: one line
+        return f"{source}: {lines[1].strip()}"
     return "\n".join(lines)
 
 

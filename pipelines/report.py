@@ -26,10 +26,13 @@ from typing import Any, Optional
 from collabopt.components import types as t
 from collabopt.components.core.errors import CollaboptError
 from collabopt.components.core.leaves import sort_key as leaf_sort_key, template_of
-from collabopt.pipelines import mlmd
-from collabopt.pipelines.leaves import (LeafRecord, artifact_properties, latest_run, leaves_of_run,
-                              run_artifacts)
-from collabopt.pipelines.lineage import Lineage, format_value, selected_model, trace
+from collabopt.pipelines.lineage import format_value
+from collabopt.pipelines.metadata.leaves import LeafRecord, leaves_of_run
+from collabopt.pipelines.metadata.lineage import Lineage, selected_model, trace
+from collabopt.pipelines.metadata.read import open_reader
+from collabopt.pipelines.metadata.reader import artifact_properties
+from collabopt.pipelines.metadata.runs import choose_run
+from collabopt.pipelines.metadata.store import redact
 
 TEMPLATE = "report.html.j2"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -86,11 +89,12 @@ def focus_leaf(records: list[LeafRecord], selection: SelectionInfo) -> tuple[Lea
                   "with the best int8 accuracy.")
 
 
-def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None) -> str:
+def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None,
+                 store=None) -> str:
     """Writes the page and its figures; returns the page's path.
 
     `out` is a directory (the page is `out/index.html`) or a path ending in `.html` (the figures go
-    next to it)."""
+    next to it). `store`: the store already opened read-only (default: open `metadata_uri`)."""
     import matplotlib
     matplotlib.use("Agg")
 
@@ -99,22 +103,24 @@ def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None) -> s
     else:
         out_dir, index = out, os.path.join(out, INDEX)
 
-    store = mlmd.open_store(metadata_uri)
-    run_context = latest_run(store, run_id)
-    run = run_artifacts(store, run_context)
+    reader = open_reader(metadata_uri, store)
+    store, shown = reader.store, redact(metadata_uri)
+    choice = choose_run(reader, run_id, where=shown)
+    run_context = reader.run(choice.shown.run_id)
+    run = reader.run_artifacts(run_context)
     records = leaves_of_run(run)
     if not records:
         raise CollaboptError(
             f"Run {run_context.name} has no evaluated leaf yet: did the pipeline finish? "
-            f"`collabopt leaves --metadata {metadata_uri}` shows what it produced.")
+            f"`collabopt runs --metadata {shown}` shows what happened to it.")
     selection = _selection(run)
     focus, focus_note = focus_leaf(records, selection)
     # The page shows the lineage of the selected model (Selector included), else of the focus
     # leaf's evaluation; both reach the leaf's .tflite and, through it, every model of its path.
     start = focus.evaluation_id
     if selection.selected_path and focus.path == selection.selected_path:
-        start = selected_model(store, metadata_uri, run_id).id
-    lineage = trace(store, start, metadata_uri)
+        start = selected_model(reader, run_context, shown).id
+    lineage = trace(reader, start, shown)
     os.makedirs(out_dir, exist_ok=True)
 
     figures: dict[str, Optional[str]] = {}
@@ -130,11 +136,11 @@ def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None) -> s
         plot_search(selection.search_trace, os.path.join(out_dir, SEARCH_PNG))
         figures["search"] = SEARCH_PNG
 
-    pipeline_names = [c.name for c in store.get_parent_contexts_by_context(run_context.id)]
     primary_target = next((r.vela[0].get(t.TARGET) for r in records if r.vela), None)
     page = _render(
-        pipeline_name=pipeline_names[0] if pipeline_names else "",
-        run_id=run_context.name, metadata=metadata_uri,
+        pipeline_name=reader.pipeline_of(run_context),
+        run_id=run_context.name, run_state=choice.shown.state, run_started=choice.shown.started,
+        run_note=choice.note or "", metadata=shown,
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         selection=selection, focus_note=focus_note, focus_path=focus.path,
         leaves=[_leaf_row(r, focus) for r in records], figures=figures,

@@ -3,20 +3,29 @@ Kubeflow Pipelines v2. `tree.create_pipeline` knows nothing of runners; these wr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
-import time
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from absl import logging as absl_logging
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.compiler import compiler, constants
 from tfx.dsl.io import fileio
 from tfx.orchestration import pipeline as pipeline_lib
+from tfx.orchestration.portable import runtime_parameter_utils
+from tfx.proto.orchestration import pipeline_pb2
 
 from collabopt.components.core.errors import ConfigError
 from collabopt.components.core.leaves import Leaf
-from collabopt.pipelines import mlmd, search
+from collabopt.pipelines import search
 from collabopt.pipelines.config import Mode, PipelineConfig, Runner, check_local_inputs
+from collabopt.pipelines.metadata import run_records, runs as run_states
+from collabopt.pipelines.metadata.reader import Reader
+from collabopt.pipelines.metadata.runs import Orphan
+from collabopt.pipelines.metadata.store import connection_config, open_store
+from collabopt.pipelines.run_files import new_run_id
+from collabopt.pipelines.run_lock import run_lock
 from collabopt.pipelines.tree import create_pipeline
 
 _DONE = {metadata_store_pb2.Execution.COMPLETE: "done", metadata_store_pb2.Execution.CACHED: "cached",
@@ -28,51 +37,104 @@ def build(config: PipelineConfig, leaves: Optional[list[Leaf]] = None,
     metadata_dir = os.path.dirname(config.metadata)
     if "://" not in config.metadata and metadata_dir:
         fileio.makedirs(metadata_dir)
-    return create_pipeline(config, mlmd.connection_config(config.metadata), leaves=leaves,
+    return create_pipeline(config, connection_config(config.metadata), leaves=leaves,
                            search_trace=search_trace, push=push)
 
 
-def run(config: PipelineConfig, runner: Optional[Runner | str] = None,
-        progress=None) -> Optional[dict]:
-    """Runs the pipeline to completion; `progress(done, total, last_node)` is called as nodes
-    finish. `mode: search` runs several rounds and returns the search trace."""
+@dataclasses.dataclass
+class RunResult:
+    run_id: str
+    orphans: list[Orphan]                     # executions of dead runs this run marked CANCELED
+    search_trace: Optional[dict] = None       # mode: search: the levels tried and why it stopped
+
+
+def compile_ir(pipeline: pipeline_lib.Pipeline, run_id: str) -> pipeline_pb2.Pipeline:
+    """The pipeline IR with its run id fixed, so the runner records the run under `run_id`.
+
+    LocalDagRunner and BeamDagRunner substitute the `pipeline-run-id` runtime parameter with a
+    timestamp of their own in `run_with_ir`; substituted first, the parameter is a plain value and
+    their substitution leaves it alone (tfx/orchestration/portable/runtime_parameter_utils.py)."""
+    for component in pipeline.components:  # as TfxRunner.run does before compiling
+        if hasattr(component, "_resolve_pip_dependencies"):
+            component._resolve_pip_dependencies(pipeline.pipeline_info.pipeline_root)
+    ir = compiler.Compiler().compile(pipeline)
+    runtime_parameter_utils.substitute_runtime_parameter(
+        ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    return ir
+
+
+def run(config: PipelineConfig, runner: Optional[Runner | str] = None, progress=None,
+        run_id: Optional[str] = None, wait: bool = False,
+        on_wait: Optional[Callable[[str], None]] = None,
+        on_start: Optional[Callable[[list[Orphan]], None]] = None) -> RunResult:
+    """Runs the pipeline to completion as run `run_id` (default: a new one) and returns it;
+    `progress(done, total, last_node)` is called as this run's nodes finish, `on_wait(holder)`
+    when another run holds the lock and `wait` is set, `on_start(orphans)` once this run holds it.
+
+    Holds the pipeline's lock on the store (run_lock: a second run is refused, or waits with
+    `wait=True`), marks executions left RUNNING by dead runs CANCELED, and records on the run's
+    context who runs it and how it ended (metadata.run_records). `mode: search` runs several
+    rounds under the one lock: each round is a pipeline run of its own (`<run_id>.round<n>`),
+    and the last, which holds every leaf tried, is `run_id`."""
     runner = Runner(runner or config.runner)
+    run_id = run_id or new_run_id()
     check_local_inputs(config)
-    if config.mode == Mode.SEARCH:
-        return _run_search(config, runner, progress)
-    _run_pipeline(build(config), config, runner, progress)
-    return None
-
-
-def _run_pipeline(pipeline: pipeline_lib.Pipeline, config: PipelineConfig, runner: Runner,
-                  progress) -> None:
-    total = len(pipeline.components)
-    with _watch(config.metadata, config.pipeline_name, total, progress):
-        if runner == Runner.BEAM:
-            from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
-            BeamDagRunner().run(pipeline)
+    with run_lock(config.metadata, config.pipeline_name, run_id, wait=wait, on_wait=on_wait):
+        reader = Reader(open_store(config.metadata, readonly=False))
+        orphans = run_records.mark_abandoned(reader, config.pipeline_name, by_run=run_id)
+        if on_start:  # holding the lock: the run starts now
+            on_start(orphans)
+        trace = None
+        if config.mode == Mode.SEARCH:
+            trace = _run_search(config, runner, progress, run_id, reader)
         else:
-            from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-            LocalDagRunner().run(pipeline)
+            _run_one(build(config), config, runner, progress, run_id, reader)
+    return RunResult(run_id, orphans, trace)
 
 
-def _run_search(config: PipelineConfig, runner: Runner, progress) -> dict:
+def _run_one(pipeline: pipeline_lib.Pipeline, config: PipelineConfig, runner: Runner, progress,
+             run_id: str, reader: Reader) -> None:
+    """One pipeline run, recorded as `run_id` (begin, then complete or failed with its error)."""
+    ir = compile_ir(pipeline, run_id)
+    total = len(ir.nodes)
+    run_records.begin_run(reader, config.pipeline_name, run_id, total)
+    try:
+        with _watch(config.metadata, run_id, total, progress):
+            if runner == Runner.BEAM:
+                from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+                BeamDagRunner().run_with_ir(ir)
+            else:
+                from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+                LocalDagRunner().run_with_ir(ir)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) \
+            else type(exc).__name__
+        with contextlib.suppress(Exception):  # keep the run's own error, not a recording one
+            run_records.finish_run(reader, run_id, run_states.FAILED, error)
+        raise
+    run_records.finish_run(reader, run_id, run_states.COMPLETE)
+
+
+def _run_search(config: PipelineConfig, runner: Runner, progress, run_id: str,
+                reader: Reader) -> dict:
     """Rounds of pipeline runs chosen by pipelines.search from what ML Metadata holds."""
     from collabopt.components.core.selection import Thresholds
-    from collabopt.pipelines.leaves import read_leaves
+    from collabopt.pipelines.metadata.read import read_leaves
 
     rounds = [0]
 
     def run_round(leaves, trace, final):
         rounds[0] += 1
         label = "final round" if final else f"round {rounds[0]}"
+        round_id = run_id if final else f"{run_id}.round{rounds[0]}"
         round_progress = None if progress is None else (
             lambda done, total, last: progress(done, total, f"{label}: {last}"))
-        _run_pipeline(build(config, leaves, trace, push=final), config, runner, round_progress)
+        _run_one(build(config, leaves, trace, push=final), config, runner, round_progress,
+                 round_id, reader)
         return {r.path: search.Outcome(
                     r.path, r.int8_accuracy, r.accuracy_drop,
                     r.failure["message"] if r.failure else None)
-                for r in read_leaves(config.metadata)}
+                for r in read_leaves(config.metadata, run_id=round_id)}
 
     return search.run_search(config.all_leaves(), Thresholds(**config.thresholds.as_dict()),
                              run_round)
@@ -109,38 +171,35 @@ def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:
     return out
 
 
-def _node_id(store, execution_id: int, pipeline_name: str) -> Optional[str]:
-    """The pipeline node that ran an execution, from its `node` context (`<pipeline>.<node>`)."""
-    for context in store.get_contexts_by_execution(execution_id):
-        if context.name.startswith(pipeline_name + "."):
-            return context.name[len(pipeline_name) + 1:]
-    return None
-
-
 @contextlib.contextmanager
-def _watch(metadata_uri: str, pipeline_name: str, total: int, progress) -> Iterator[None]:
-    """Polls MLMD in a thread and reports executions finished since the run started."""
-    if progress is None or "://" in metadata_uri:
+def _watch(metadata_uri: str, run_id: str, total: int, progress) -> Iterator[None]:
+    """Polls MLMD in a thread and reports the nodes of run `run_id` as they finish."""
+    if progress is None:
         yield
         return
-    started_ms = int(time.time() * 1000)
     stop = threading.Event()
+    seen: dict[str, str] = {}
+    done: set[int] = set()
+
+    def poll_once():
+        try:
+            reader = Reader(open_store(metadata_uri, readonly=True))
+            context = reader.run(run_id)
+            executions = reader.store.get_executions_by_context(context.id) if context else []
+            for execution in sorted(executions, key=lambda e: e.id):
+                if execution.last_known_state not in _DONE or execution.id in done:
+                    continue
+                done.add(execution.id)
+                node = reader.node_id(execution)
+                if node not in seen:  # one line per node, however many executions it has
+                    seen[node] = _DONE[execution.last_known_state]
+                    progress(min(len(seen), total), total, f"{node} {seen[node]}")
+        except Exception:  # the store may be locked mid-write: try again at the next tick
+            pass
 
     def poll():
-        seen: set[int] = set()
         while not stop.wait(1.5):
-            try:
-                store = mlmd.open_store(metadata_uri, must_exist=True)
-                executions = store.get_executions()
-            except Exception:  # the store may not exist yet, or be locked mid-write
-                continue
-            for execution in executions:
-                if execution.id in seen or execution.create_time_since_epoch < started_ms:
-                    continue
-                if execution.last_known_state in _DONE:
-                    seen.add(execution.id)
-                    name = _node_id(store, execution.id, pipeline_name) or execution.name
-                    progress(len(seen), total, f"{name} {_DONE[execution.last_known_state]}")
+            poll_once()
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
@@ -152,3 +211,4 @@ def _watch(metadata_uri: str, pipeline_name: str, total: int, progress) -> Itera
         stop.set()
         thread.join(timeout=5)
         absl_logging.set_verbosity(previous)
+        poll_once()  # the steps that finished (or failed) since the last tick

@@ -10,7 +10,10 @@ from collabopt.pipelines.demo.data import DIGITS_SPEC, write_digits_examples
 RUN_FN = "collabopt.pipelines.demo.trainer_module.run_fn"
 
 
-def demo_config(runner: str = "local", mode: str = "exhaustive") -> dict:
+DEMO_MODE = "exhaustive"
+
+
+def demo_config(runner: str = "local", mode: str | None = None) -> dict:
     """The demo's config; every path is relative to the workdir that holds pipeline.yaml."""
     from collabopt.pipelines.config import PipelineConfig
 
@@ -30,14 +33,14 @@ def demo_config(runner: str = "local", mode: str = "exhaustive") -> dict:
                     {"accelerator_config": "ethos-u65-256"}],
         "thresholds": {"min_accuracy": 0.9, "max_accuracy_drop": 0.03},
         "objective": "latency",
-        "mode": mode,
+        "mode": mode or DEMO_MODE,
         "runner": runner,
     }
     # Round-trip through the schema so the file the user edits shows every key with its default.
     return PipelineConfig.model_validate(raw).model_dump(mode="json")
 
 
-def write_demo(workdir: str, runner: str = "local", mode: str = "exhaustive") -> str:
+def write_demo(workdir: str, runner: str = "local", mode: str | None = None) -> str:
     """Writes data/ (unless present) and pipeline.yaml into workdir; returns the config path."""
     os.makedirs(workdir, exist_ok=True)
     data_dir = os.path.join(workdir, "data")

@@ -50,13 +50,10 @@ def write_small_config(workdir: str) -> str:
 def small_run(tmp_path_factory) -> SmallRun:
     from collabopt.pipelines import runners
     from collabopt.pipelines.config import load_config
-    from collabopt.pipelines.leaves import latest_run
-    from collabopt.pipelines.mlmd import open_store
 
     workdir = str(tmp_path_factory.mktemp("small-run"))
     config_path = write_small_config(workdir)
     config = load_config(config_path)
-    runners.run(config)
-    first_run_id = latest_run(open_store(config.metadata)).name
+    first_run_id = runners.run(config).run_id
     runners.run(config)  # every node a cache hit
     return SmallRun(workdir, config_path, config.metadata, config.pipeline_root, first_run_id)

@@ -1,7 +1,9 @@
 """`collabopt lineage`: on a hand-made ML Metadata store (fast) and on a small real run (e2e)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import pathlib
 import re
 import shutil
 import socket
@@ -14,9 +16,11 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from collabopt.components.core.leaves import leaf_key
-from collabopt.pipelines import mlmd
 from collabopt.pipelines.cli import main
-from collabopt.pipelines.lineage import NothingSelectedError, read_lineage, trace
+from collabopt.pipelines.metadata import store as mlmd
+from collabopt.pipelines.metadata.lineage import NothingSelectedError, trace
+from collabopt.pipelines.metadata.read import read_lineage
+from collabopt.pipelines.metadata.reader import Reader
 from tests.pipelines.conftest import TARGET
 
 
@@ -153,12 +157,12 @@ def test_lineage_follows_the_complete_producer_past_cached_executions(tmp_path):
 
 def test_side_inputs_are_listed_not_expanded_unless_full(tmp_path):
     fake, a = _two_runs(tmp_path, "prune>ptq")
-    lineage = trace(fake.store, a["chosen"].id)
+    lineage = trace(Reader(fake.store), a["chosen"].id)
     selector = next(e for e in lineage.executions.values() if e.node_id == "Selector")
     assert {(i.key, i.followed) for i in selector.inputs} == {("ptq", False), ("prune_ptq", True)}
     assert "Evaluator_ptq" not in lineage.node_ids()
     assert a["ptq_eval"].id in lineage.artifacts   # listed, as a side input
-    full = trace(fake.store, a["chosen"].id, full=True)
+    full = trace(Reader(fake.store), a["chosen"].id, full=True)
     assert "Evaluator_ptq" in full.node_ids()
 
 
@@ -187,23 +191,24 @@ MARIADBD = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:
 INSTALL_DB = shutil.which("mariadb-install-db")
 
 
-@pytest.fixture
-def mysql_uri(tmp_path):
-    """A throw-away MariaDB server on 127.0.0.1 (no grant tables: any user, no password)."""
+@contextlib.contextmanager
+def mariadb_server(workdir: pathlib.Path):
+    """A throw-away MariaDB server on 127.0.0.1 (no grant tables: any user, any password);
+    yields its port."""
     if not (MARIADBD and INSTALL_DB):
         pytest.skip("no MariaDB server binary (apt-get install mariadb-server)")
-    data = tmp_path / "mysql"
+    data = workdir / "mysql"
     subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root",
                     "--auth-root-authentication-method=normal", "--skip-test-db"],
                    check=True, capture_output=True, timeout=120)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp_path / "mysql.log", "w")
+    log = open(workdir / "mysql.log", "w")
     server = subprocess.Popen(
         [MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
-         "--bind-address=127.0.0.1", f"--socket={tmp_path / 'mysql.sock'}",
-         f"--pid-file={tmp_path / 'mysql.pid'}", "--skip-grant-tables", "--skip-log-bin",
+         "--bind-address=127.0.0.1", f"--socket={workdir / 'mysql.sock'}",
+         f"--pid-file={workdir / 'mysql.pid'}", "--skip-grant-tables", "--skip-log-bin",
          "--innodb-buffer-pool-size=32M"], stdout=log, stderr=log)
     try:
         deadline = time.time() + 60
@@ -213,13 +218,19 @@ def mysql_uri(tmp_path):
                 break
             except OSError:
                 if server.poll() is not None or time.time() > deadline:
-                    pytest.fail("MariaDB did not start: " + (tmp_path / "mysql.log").read_text())
+                    pytest.fail("MariaDB did not start: " + (workdir / "mysql.log").read_text())
                 time.sleep(0.3)
-        yield f"mysql://root@127.0.0.1:{port}/collabopt_mlmd"
+        yield port
     finally:
         server.terminate()
         server.wait(timeout=60)
         log.close()
+
+
+@pytest.fixture
+def mysql_uri(tmp_path):
+    with mariadb_server(tmp_path) as port:
+        yield f"mysql://root@127.0.0.1:{port}/collabopt_mlmd"
 
 
 def test_lineage_reads_a_mysql_store(tmp_path, mysql_uri):
@@ -230,13 +241,13 @@ def test_lineage_reads_a_mysql_store(tmp_path, mysql_uri):
                                        "Trainer", "ImportExampleGen"}
     result = CliRunner().invoke(main, ["lineage", "--metadata", mysql_uri, "--selected", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["root"] == a["chosen"].id
+    assert json.loads(result.stdout)["root"] == a["chosen"].id
 
 
 # --- a real run ----------------------------------------------------------------------------------
 
 def _leaves(small_run):
-    from collabopt.pipelines.leaves import read_leaves
+    from collabopt.pipelines.metadata.read import read_leaves
 
     return {r.path: r for r in read_leaves(small_run.metadata)}
 
@@ -279,10 +290,8 @@ def test_pcqat_leaf_lineage_reaches_the_base_model_through_every_step(small_run)
 
 @pytest.mark.e2e
 def test_lineage_of_a_rerun_reaches_the_first_run_through_cached_executions(small_run):
-    from collabopt.pipelines.leaves import latest_run
-
-    store = mlmd.open_store(small_run.metadata)
-    assert latest_run(store).name != small_run.first_run_id
+    reader = Reader(mlmd.open_store(small_run.metadata))
+    assert reader.runs()[-1].name != small_run.first_run_id
     lineage = read_lineage(small_run.metadata, selected=True)
     # The second run was all cache hits: the walk followed the first run's COMPLETE executions.
     assert {e.state for e in lineage.executions.values()} == {"COMPLETE"}
@@ -295,8 +304,8 @@ def test_lineage_cli_json_structure(small_run):
     result = CliRunner().invoke(main, ["lineage", "--metadata", small_run.metadata, "--selected",
                                        "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
-    assert set(data) == {"metadata", "root", "node_ids", "artifacts", "executions"}
+    data = json.loads(result.stdout)
+    assert set(data) == {"metadata", "run", "root", "node_ids", "artifacts", "executions"}
     artifacts = {a["id"]: a for a in data["artifacts"]}
     assert data["root"] in artifacts
     for a in data["artifacts"]:

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from collabopt.pipelines.cli import main
-from collabopt.pipelines.leaves import LeafRecord
+from collabopt.pipelines.metadata.leaves import LeafRecord
 from collabopt.pipelines.report import SelectionInfo, focus_leaf, pareto_front
 from tests.pipelines.test_lineage import expected_nodes
 
@@ -116,7 +116,7 @@ def test_report_page_references_its_images_by_relative_path(report_dir, small_ru
     # The leaves table lists both leaves, and the selected one is named on the page.
     leaves = [row[0] for row in page.tables["leaves"][1:] if row and row[0]]
     assert leaves == ["ptq", "prune50>cluster16>pcqat"]
-    from collabopt.pipelines.lineage import read_lineage
+    from collabopt.pipelines.metadata.read import read_lineage
 
     selected = read_lineage(small_run.metadata, selected=True)
     path = selected.artifacts[selected.root].properties["selected_path"]
@@ -130,9 +130,8 @@ def test_report_page_references_its_images_by_relative_path(report_dir, small_ru
 
 @pytest.mark.e2e
 def test_report_weights_follow_the_path_of_the_leaf(small_run, tmp_path):
-    from collabopt.pipelines.leaves import read_leaves
-    from collabopt.pipelines.lineage import read_lineage
-    from collabopt.pipelines.mlmd import open_store
+    from collabopt.pipelines.metadata.read import read_leaves, read_lineage
+    from collabopt.pipelines.metadata.store import open_store
     from collabopt.pipelines.report import weight_densities
 
     leaf = {r.path: r for r in read_leaves(small_run.metadata)}["prune50>cluster16>pcqat"]

@@ -13,8 +13,8 @@ from collabopt.components.core.keras_compat import keras
 from collabopt.pipelines import runners
 from collabopt.pipelines.cli import main
 from collabopt.pipelines.config import load_config
-from collabopt.pipelines.leaves import read_leaves
-from collabopt.pipelines.mlmd import open_store
+from collabopt.pipelines.metadata.read import read_leaves
+from collabopt.pipelines.metadata.store import open_store
 
 pytestmark = pytest.mark.e2e
 
@@ -114,10 +114,11 @@ def test_progressive_goes_deeper_and_run_succeeds_without_push(progressive_nothi
 
 def test_no_leaf_passing_names_the_closest_and_by_how_much(progressive_nothing_passes):
     from collabopt.components import types as t
-    from collabopt.pipelines.leaves import artifact_properties, latest_run, run_artifacts
+    from collabopt.pipelines.metadata.read import open_reader
+    from collabopt.pipelines.metadata.reader import artifact_properties
 
-    store = open_store(progressive_nothing_passes.metadata)
-    run = run_artifacts(store, latest_run(store))
+    reader = open_reader(progressive_nothing_passes.metadata)
+    run = reader.run_artifacts(reader.runs()[-1])
     final = [artifact_properties(b) for b in run.of_type("ModelBlessing")
              if artifact_properties(b).get(t.EXPLANATION, "").startswith("No leaf")]
     assert final, "the selector records why nothing was selected"
