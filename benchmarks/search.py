@@ -88,8 +88,8 @@ def measure(config_path: str) -> dict:
     from ml_metadata.proto import metadata_store_pb2
 
     from collabopt.pipelines.config import load_config
-    from collabopt.pipelines.leaves import read_leaves
-    from collabopt.pipelines.mlmd import open_store
+    from collabopt.pipelines.metadata.read import read_leaves
+    from collabopt.pipelines.metadata.store import open_store
 
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "collabopt.pipelines.cli", "run", config_path],

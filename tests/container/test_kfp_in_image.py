@@ -154,7 +154,7 @@ def test_artifacts_live_under_the_bucket_at_the_launchers_paths(kfp):
 
 
 def test_the_selected_leaf_is_the_one_a_local_run_selects(kfp):
-    from collabopt.pipelines.leaves import read_leaves
+    from collabopt.pipelines.metadata.read import read_leaves
 
     local = [r.path for r in read_leaves(kfp.local_metadata) if r.selected]
     blessing = kfp.run.task("Selector").outputs["blessing"].properties()
@@ -177,7 +177,7 @@ def _leaves_from_kfp_store(store):
 
 
 def test_kfp_records_carry_every_figure_collabopt_leaves_shows(kfp, kfp_store):
-    from collabopt.pipelines.leaves import read_leaves
+    from collabopt.pipelines.metadata.read import read_leaves
 
     store, _ = kfp_store
     local = {r.path: r.to_json() for r in read_leaves(kfp.local_metadata)}

@@ -44,7 +44,7 @@ def mysql_run(tmp_path_factory) -> MySQLRun:
         raw["metadata"] = uri
         with open(config_path, "w") as f:
             yaml.safe_dump(raw, f, sort_keys=False)
-        leaves = list(load_config(config_path).leaves)
+        leaves = [leaf.path for leaf in load_config(config_path).all_leaves()]
         run = collabopt("run", config_path)
         outputs = {
             "leaves": collabopt("leaves", "--json", "--metadata", uri),

@@ -44,7 +44,7 @@ class History:
     config_path: str
     metadata: str
     pipeline: str
-    leaves: list[str]                 # the config's leaves, as the config validated them
+    leaves: list[str]                 # the paths of the config's leaves (levels included)
     a: Result
     b: Result
     c: Result
@@ -164,7 +164,8 @@ def history(tmp_path_factory) -> History:
     runs_after_kill = collabopt("runs", "--json", "--metadata", metadata)
     after = _digest(metadata)
     e = collabopt("run", changed)
-    return History(workdir, config_path, metadata, pipeline, list(config.leaves), a_result, b,
+    paths = [leaf.path for leaf in config.all_leaves()]
+    return History(workdir, config_path, metadata, pipeline, paths, a_result, b,
                    c_result, pushed_after_c, failed, leaves_after_failure, lineage_after_failure,
                    report_after_failure, report_dir, killed_run, killed_node, runs_after_kill,
                    before, after, e)

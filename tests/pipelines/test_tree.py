@@ -284,14 +284,16 @@ def test_search_mode_tries_levels_in_rounds_and_records_why_it_stopped(tmp_path,
     """One technique, four candidate sparsities: bisection trains two or three of them, each
     round a real (cached) pipeline run; the final Selector records the trace."""
     from collabopt.components import types as t
-    from collabopt.pipelines.leaves import artifact_properties, latest_run, run_artifacts
+    from collabopt.pipelines.metadata.read import open_reader
+    from collabopt.pipelines.metadata.reader import artifact_properties
 
     config = load_config(_config(
         tmp_path, tree_inputs, mode="search", leaves=["ptq", "prune>ptq"],
         pruning={"target_sparsity": [0.3, 0.5, 0.7, 0.97]},
         thresholds={"max_accuracy_drop": 0.05}))
-    trace = runners.run(config)
-    tried = {leaf.path for leaf in read_leaves(config.metadata)}
+    result = runners.run(config)
+    trace = result.search_trace
+    tried = {leaf.path for leaf in read_leaves(config.metadata, run_id=result.run_id)}
     assert "ptq" in tried and len(tried) - 1 < 4, tried       # not the whole list
     assert "prune97>ptq" in tried or trace["trials"][-1]["held"] is False
     assert trace["stopped"] and trace["stopped"][0].startswith("sparsity:")
@@ -302,7 +304,8 @@ def test_search_mode_tries_levels_in_rounds_and_records_why_it_stopped(tmp_path,
     nodes = _executed_nodes(config.metadata)
     assert nodes.get("Pusher") == 1
     assert all(count <= 1 for node, count in nodes.items() if node.startswith("Pruner_"))
-    blessing = [artifact_properties(b) for b in run_artifacts(store, latest_run(store))
+    reader = open_reader(config.metadata)
+    blessing = [artifact_properties(b) for b in reader.run_artifacts(reader.run(result.run_id))
                 .of_type("ModelBlessing") if t.SEARCH_TRACE in artifact_properties(b)]
     recorded = json.loads(blessing[0][t.SEARCH_TRACE])
     assert recorded["stopped"] == trace["stopped"]
