@@ -39,6 +39,11 @@ MAX_UNIQUE_PER_KERNEL = "max_unique_per_kernel"
 MAX_UNIQUE_PER_CHANNEL = "max_unique_per_channel"
 KERAS_ACCURACY = "keras_accuracy"          # float model accuracy on the eval split
 QAT_MODE = "qat_mode"
+# Model (Pruner / SparseClusterer / PreservingQAT): how fine-tuning went (core.training.FineTuning).
+EPOCHS_TRAINED = "epochs_trained"
+STOP_REASON = "stop_reason"                # fixed_epochs, recovered, no_improvement, max_epochs
+VALIDATION_ACCURACY = "validation_accuracy"  # on the slice of the train split held out
+REFERENCE_ACCURACY = "reference_accuracy"    # the incoming model's, on the same slice
 
 # TFLiteModel
 QUANTIZATION = "quantization"

@@ -507,15 +507,22 @@ def _quantize(model: keras.Model, mode: QATMode) -> keras.Model:
         return qat_model
 
 
-def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> None:
+def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> keras.Model:
     """Raises before any training when TFMOT's 8-bit QAT (scheme of `mode`) cannot wrap `model`.
 
     UnsupportedModelError: subclassed model, or a model that is already quantization-aware.
     UnsupportedLayerError: layer(s) the scheme does not support; `.layers` names all of them.
     `mode` is optional (an extension of the contract); auto is resolved first. The check runs
-    quantize_apply on a copy (no training): seconds for a small model.
+    quantize_apply on a copy (no training): seconds for a small model. Returns that untrained
+    quantization-aware copy (e.g. to try its int8 conversion).
     """
-    _quantize(model, resolve_mode(model, mode))
+    return _quantize(model, resolve_mode(model, mode))
+
+
+def unquantized_layers(model: keras.Model) -> dict[str, str]:
+    """Layers QAT leaves in float, with why: TFMOT does not quantize Lambda layers."""
+    return {layer.name: "TFMOT leaves Lambda layers unquantized"
+            for layer in model.layers if isinstance(layer, keras.layers.Lambda)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,24 +557,29 @@ def _verify(before: list[_Kernel], after: list[_Kernel], mode: QATMode) -> None:
 
 def quantize_aware_train(model: keras.Model, train_ds: tf.data.Dataset,
                          mode: QATMode | str, training: training_lib.TrainingParams,
-                         verbose: int = 0) -> keras.Model:
+                         verbose: int = 0,
+                         validation_ds: tf.data.Dataset | None = None) -> keras.Model:
     """Quantization-aware fine-tuning of `model` with the scheme of `mode` (auto is resolved).
 
-    The input model is not changed. Returns the QAT model (QuantizeWrapperV2 layers; not
-    necessarily compiled). For pqat/cqat/pcqat it verifies that the sparsity / clusters of the
-    input survived and raises StructureLostError otherwise.
+    Fine-tuning runs until the QAT model's accuracy on `validation_ds` is back near the float
+    input's (training.epochs None) or exactly training.epochs epochs. The input model is not
+    changed. Returns the QAT model (QuantizeWrapperV2 layers; not necessarily compiled) with its
+    FineTuning record (training.fine_tuning_of). For pqat/cqat/pcqat it verifies that the
+    sparsity / clusters of the input survived and raises StructureLostError otherwise.
     """
     mode = resolve_mode(model, mode)
     training = dataclasses.replace(
         training, from_logits=training_lib.resolve_from_logits(model, training))
     before = _kernels(model)
+    reference = training_lib.reference_accuracy(model, training, validation_ds)
     qat_model = _quantize(model, mode)
     logging.info("%s fine-tuning of '%s'", mode.value.upper(), model.name)
-    training_lib.fine_tune(qat_model, train_ds, training, verbose=verbose)
+    record = training_lib.fine_tune(qat_model, train_ds, training, verbose=verbose,
+                                    validation_ds=validation_ds, reference=reference)
     if mode.preserves_clusters:
         qat_model = tfmot.experimental.combine.strip_clustering_cqat(qat_model)
     _verify(before, _kernels(qat_model), mode)
-    return qat_model
+    return training_lib.attach_fine_tuning(qat_model, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,5 +652,6 @@ def load_model(path: str) -> keras.Model:
     return model
 
 
-__all__ = ["QATMode", "resolve_mode", "check_quantizable", "quantize_aware_train",
+__all__ = ["QATMode", "resolve_mode", "check_quantizable", "unquantized_layers",
+           "quantize_aware_train", "ExpandDims", "Squeeze",
            "save_model", "load_model", "PRUNED_SPARSITY_THRESHOLD", "MAX_CLUSTERED_UNIQUE"]
