@@ -87,6 +87,27 @@ def run(config_path, runner):
 
 
 @main.command()
+@click.argument("config_path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
+@click.option("--convert-qat", is_flag=True,
+              help="Also convert the quantization-aware model to int8 (slower).")
+def check(config_path, as_json, convert_qat):
+    """Pre-flight check of CONFIG_PATH without training: the data, the base model, which leaves
+    will build, what each technique skips or refuses, Vela's CPU operators. Exits 1 when no leaf
+    will build."""
+    from collabopt.pipelines.config import load_config
+    from collabopt.pipelines.preflight import preflight
+
+    report = preflight(load_config(config_path), convert_qat=convert_qat)
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        out.print(report)
+    if report.leaves and all(leaf.builds is False for leaf in report.leaves):
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--workdir", type=click.Path(file_okay=False), default="demo-run", show_default=True)
 @click.option("--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True)
 @click.option("--mode", type=click.Choice(["exhaustive", "progressive"]), default="exhaustive",

@@ -29,6 +29,11 @@ class DatasetError(CollaboptError):
     """Input data is missing, empty or does not match the feature spec."""
 
 
+class ModelDataMismatchError(ConfigError):
+    """The model and the data cannot work together: the input layout or the output size does not
+    fit the features or the labels."""
+
+
 class StructureLostError(CollaboptError):
     """A step destroyed what a previous step achieved (sparsity, clusters)."""
 
