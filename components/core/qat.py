@@ -13,6 +13,14 @@ silently drops PCQAT to CQAT after meeting a layer without zeros (see
 `_PerLayerClusterPreserveRegistry`). pqat/cqat/pcqat verify that the incoming sparsity / clusters
 survived and raise StructureLostError otherwise.
 
+Beyond TFMOT's 8-bit registry (0.8.1), every mode also quantizes Conv1D and DepthwiseConv1D
+(rewritten as their 2-D twins with a (1, k) kernel between ExpandDims / Squeeze layers, so they
+are quantized per output channel, fold a following BatchNormalization and keep sparsity and
+clusters exactly as Conv2D does), MaxPooling1D (no output quantizer: it passes its input's
+scale on), Multiply and Subtract (see _EXTRA_QUANTIZE_CONFIGS). A saved QAT model of a Conv1D
+holds collabopt's ExpandDims / Squeeze layers (registered Keras serializables; `load_model`
+reads them).
+
 Support is checked by running quantize_apply on a copy (TFMOT's layout transforms fold
 Conv2D+BatchNormalization and split SeparableConv2D, so its registry alone would misjudge them).
 
@@ -225,7 +233,7 @@ class _Conv1DAsConv2D(_transforms.Transform):
     (its SeparableConv1DQuantize). The 2-D layer keeps the 1-D layer's name and weights (with a
     leading axis of 1), so it gets TFMOT's per-output-channel weight quantizer, BatchNorm folding,
     ReLU fusion and the prune- / cluster-preserving quantizers of Conv2D, and converts to the
-    RESHAPE -> CONV_2D -> RESHAPE that post-training quantization of a Conv1D gives. (A 3-D Conv1D
+    EXPAND_DIMS -> CONV_2D -> RESHAPE that post-training quantization of a Conv1D gives. (A 3-D Conv1D
     kernel cannot be quantized per channel in place: TFMOT's LastValueQuantize handles 2-D and
     4-D tensors only, and the TFLite converter rejects per-channel ranges on a kernel that is
     reshaped before the convolution.) Causal padding becomes a ZeroPadding2D on the left."""

@@ -20,8 +20,7 @@ from collabopt.pipelines.zoo import data, models
 @dataclasses.dataclass(frozen=True)
 class Workload:
     """A zoo network and its data. `epochs` / `learning_rate` train it past 0.85 eval accuracy
-    (measured on this 2-core machine in well under a minute; see the module's README figures in
-    the report of the zoo commit)."""
+    in under a minute on 2 cores (benchmarks/zoo.py measures both)."""
 
     name: str
     build: Callable[..., keras.Model]

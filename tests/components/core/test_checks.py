@@ -3,7 +3,6 @@ each one error naming the file or key and the fix."""
 from __future__ import annotations
 
 import gzip
-import os
 
 import numpy as np
 import pytest
