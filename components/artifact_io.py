@@ -124,20 +124,23 @@ def tflite_input_shape(tflite_bytes: bytes) -> tuple[int, ...] | None:
 
 # --- examples ----------------------------------------------------------------------------------
 
+def _split_uri(examples: list[tfx_artifact.Artifact], split: str) -> str:
+    try:
+        return artifact_utils.get_split_uri(examples, split)
+    except ValueError as exc:
+        names = examples[0].split_names if len(examples) == 1 else "?"
+        raise DatasetError(
+            f"The Examples artifact has no {split!r} split (it has {names}). Configure the "
+            f"ExampleGen with '{params.TRAIN_SPLIT}' and '{params.EVAL_SPLIT}' splits.") from exc
+
+
 def split_dataset(examples: Iterable[tfx_artifact.Artifact], split: str,
                   props: Mapping[str, Any], input_shape: Iterable[int] | None = None,
                   shuffle: bool = False):
     """One split of an `Examples` artifact as batches of (features, labels)."""
     from collabopt.components.core import data
 
-    examples = list(examples)
-    try:
-        uri = artifact_utils.get_split_uri(examples, split)
-    except ValueError as exc:
-        names = examples[0].split_names if len(examples) == 1 else "?"
-        raise DatasetError(
-            f"The Examples artifact has no {split!r} split (it has {names}). Configure the "
-            f"ExampleGen with '{params.TRAIN_SPLIT}' and '{params.EVAL_SPLIT}' splits.") from exc
+    uri = _split_uri(list(examples), split)
     spec = params.feature_spec(props, input_shape)
     logging.info("Reading split %s from %s", split, uri)
     return data.dataset_from_tfrecords(uri, spec, batch_size=params.batch_size(props),
@@ -150,6 +153,28 @@ def train_and_eval(examples: Iterable[tfx_artifact.Artifact], props: Mapping[str
     examples = list(examples)
     return (split_dataset(examples, params.TRAIN_SPLIT, props, input_shape, shuffle=True),
             split_dataset(examples, params.EVAL_SPLIT, props, input_shape))
+
+
+def fine_tuning_data(examples: Iterable[tfx_artifact.Artifact], props: Mapping[str, Any],
+                     input_shape: Iterable[int] | None = None):
+    """(train, validation, eval) datasets of a Keras step. Fine-tuning until recovered holds out
+    `validation_fraction` of the train split (core.data.split_validation); with a fixed `epochs`
+    validation is None and the whole train split is trained on."""
+    from collabopt.components.core import data
+
+    examples = list(examples)
+    training = params.training_params(props)
+    eval_ds = split_dataset(examples, params.EVAL_SPLIT, props, input_shape)
+    if not training.recovers:
+        return (split_dataset(examples, params.TRAIN_SPLIT, props, input_shape, shuffle=True),
+                None, eval_ds)
+    uri = _split_uri(examples, params.TRAIN_SPLIT)
+    logging.info("Reading split %s from %s, holding out %.0f %% for validation",
+                 params.TRAIN_SPLIT, uri, 100 * training.validation_fraction)
+    train, validation = data.train_and_validation_from_tfrecords(
+        uri, params.feature_spec(props, input_shape), training.validation_fraction,
+        batch_size=params.batch_size(props))
+    return train, validation, eval_ds
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -174,6 +199,19 @@ def structure_properties(structure) -> dict[str, Any]:
     }
 
 
+def fine_tuning_properties(record) -> dict[str, Any]:
+    """The properties of a core.training.FineTuning record (accuracies only when measured)."""
+    if record is None:
+        return {}
+    out = {types.EPOCHS_TRAINED: int(record.epochs_trained),
+           types.STOP_REASON: record.stop_reason.value}
+    if record.validation_accuracy is not None:
+        out[types.VALIDATION_ACCURACY] = float(record.validation_accuracy)
+    if record.reference_accuracy is not None:
+        out[types.REFERENCE_ACCURACY] = float(record.reference_accuracy)
+    return out
+
+
 def technique_path(source: tfx_artifact.Artifact, step: str | None = None) -> str:
     """The input's technique path, extended by `step` (which replaces a bare `base`)."""
     path = get_property(source, types.TECHNIQUE_PATH) or BASE_TECHNIQUE
@@ -196,6 +234,6 @@ def optional_single(input_dict: Mapping[str, list], key: str) -> tfx_artifact.Ar
 __all__ = [
     "BASE_TECHNIQUE", "model_path", "load_model", "save_model", "model_input_shape", "read_bytes",
     "write_bytes", "rename_file", "tflite_input_shape", "split_dataset",
-    "train_and_eval", "set_properties", "get_property", "structure_properties",
+    "train_and_eval", "fine_tuning_data", "fine_tuning_properties", "set_properties", "get_property", "structure_properties",
     "technique_path", "single", "optional_single",
 ]

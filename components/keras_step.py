@@ -31,8 +31,10 @@ class KerasStepExecutor(LeafStepExecutor, abc.ABC):
         (which may depend on the model, e.g. QAT mode `auto`)."""
 
     @abc.abstractmethod
-    def apply(self, model, train_ds, exec_properties: Dict[str, Any], step: str):
-        """Returns the optimized Keras model."""
+    def apply(self, model, train_ds, validation_ds, exec_properties: Dict[str, Any], step: str):
+        """Returns the optimized Keras model (with core's FineTuning record). `validation_ds` is
+        the slice of the train split fine-tuning measures recovery on (None with fixed
+        epochs)."""
 
     def extra_properties(self, step: str, exec_properties: Dict[str, Any]) -> Dict[str, Any]:
         return {}
@@ -51,10 +53,11 @@ class KerasStepExecutor(LeafStepExecutor, abc.ABC):
 
         model = artifact_io.load_model(model_artifact)
         step = self.prepare(model, exec_properties)
-        train_ds, eval_ds = artifact_io.train_and_eval(
+        train_ds, validation_ds, eval_ds = artifact_io.fine_tuning_data(
             input_dict[keys.EXAMPLES_KEY], exec_properties, artifact_io.model_input_shape(model))
-        optimized = self.apply(model, train_ds, exec_properties, step)
+        optimized = self.apply(model, train_ds, validation_ds, exec_properties, step)
         preservation.check_finite_weights(optimized, step=self.STEP)
+        fine_tuning = training.fine_tuning_of(optimized)
         structure = metrics.keras_weight_structure(optimized)
         accuracy = training.keras_accuracy(optimized, eval_ds)
         logging.info("%s: sparsity %.3f, max %d unique values per kernel, accuracy %.4f", step,
@@ -66,5 +69,6 @@ class KerasStepExecutor(LeafStepExecutor, abc.ABC):
             types.PARAMETERS: params.parameters_json(exec_properties),
             **artifact_io.structure_properties(structure),
             types.KERAS_ACCURACY: float(accuracy),
+            **artifact_io.fine_tuning_properties(fine_tuning),
             **self.extra_properties(step, exec_properties),
         })

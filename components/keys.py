@@ -21,7 +21,11 @@ FEATURE_SCALE_KEY = "feature_scale"
 BATCH_SIZE_KEY = "batch_size"
 
 # Parameters: fine-tuning (Pruner / SparseClusterer / PreservingQAT)
-EPOCHS_KEY = "epochs"
+EPOCHS_KEY = "epochs"                            # None: until recovered; N: exactly N epochs
+MAX_EPOCHS_KEY = "max_epochs"
+PATIENCE_KEY = "patience"
+RECOVERY_TOLERANCE_KEY = "recovery_tolerance"
+VALIDATION_FRACTION_KEY = "validation_fraction"
 LEARNING_RATE_KEY = "learning_rate"
 
 # Parameters: layer selection (Pruner / SparseClusterer)

@@ -24,8 +24,13 @@ DEFAULT_FEATURE_KEY = "image"
 DEFAULT_LABEL_KEY = "label"
 DEFAULT_FEATURE_DTYPE = "float32"
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_EPOCHS = 2
-DEFAULT_LEARNING_RATE = 1e-4
+# Fine-tuning: until recovered (see core.training), within these bounds.
+DEFAULT_EPOCHS = None
+DEFAULT_MAX_EPOCHS = 8
+DEFAULT_PATIENCE = 2
+DEFAULT_RECOVERY_TOLERANCE = 0.005
+DEFAULT_VALIDATION_FRACTION = 0.1
+DEFAULT_LEARNING_RATE = 3e-4
 
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
@@ -187,15 +192,35 @@ def batch_size(props: Mapping[str, Any]) -> int:
 
 
 def training_params(props: Mapping[str, Any]):
-    """A core.training.TrainingParams from epochs / learning_rate."""
+    """A core.training.TrainingParams from epochs (None: until recovered), max_epochs, patience,
+    recovery_tolerance, validation_fraction and learning_rate; unset keys take the defaults."""
     from collabopt.components.core.training import TrainingParams
 
-    epochs = props.get(keys.EPOCHS_KEY, DEFAULT_EPOCHS)
-    learning_rate = props.get(keys.LEARNING_RATE_KEY, DEFAULT_LEARNING_RATE)
-    _check(keys.EPOCHS_KEY, epochs, lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-    _check(keys.LEARNING_RATE_KEY, learning_rate, lambda v: _is_number(v) and v > 0,
-           "a number > 0")
-    return TrainingParams(epochs=int(epochs), learning_rate=float(learning_rate))
+    def get(key, default):
+        value = props.get(key)
+        return default if value is None else value
+
+    epochs = props.get(keys.EPOCHS_KEY)
+    values = {
+        keys.MAX_EPOCHS_KEY: get(keys.MAX_EPOCHS_KEY, DEFAULT_MAX_EPOCHS),
+        keys.PATIENCE_KEY: get(keys.PATIENCE_KEY, DEFAULT_PATIENCE),
+        keys.RECOVERY_TOLERANCE_KEY: get(keys.RECOVERY_TOLERANCE_KEY, DEFAULT_RECOVERY_TOLERANCE),
+        keys.VALIDATION_FRACTION_KEY: get(keys.VALIDATION_FRACTION_KEY,
+                                          DEFAULT_VALIDATION_FRACTION),
+        keys.LEARNING_RATE_KEY: get(keys.LEARNING_RATE_KEY, DEFAULT_LEARNING_RATE),
+    }
+    if epochs is not None:
+        _check(keys.EPOCHS_KEY, epochs, lambda v: _is_int(v) and v >= 1,
+               "null (until recovered) or an integer >= 1")
+    for key in (keys.MAX_EPOCHS_KEY, keys.PATIENCE_KEY):
+        _check(key, values[key], lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    _check(keys.RECOVERY_TOLERANCE_KEY, values[keys.RECOVERY_TOLERANCE_KEY],
+           lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]")
+    _check(keys.VALIDATION_FRACTION_KEY, values[keys.VALIDATION_FRACTION_KEY],
+           lambda v: _is_number(v) and 0 < v <= 0.5, "a number in (0, 0.5]")
+    _check(keys.LEARNING_RATE_KEY, values[keys.LEARNING_RATE_KEY],
+           lambda v: _is_number(v) and v > 0, "a number > 0")
+    return TrainingParams(epochs=epochs, **values)
 
 
 def pruning_params(props: Mapping[str, Any]):

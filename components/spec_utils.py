@@ -22,7 +22,11 @@ DATA_PARAMETERS = {
 
 # Parameters of the steps that fine-tune (Pruner / SparseClusterer / PreservingQAT).
 TRAINING_PARAMETERS = {
-    keys.EPOCHS_KEY: ExecutionParameter(type=int),
+    keys.EPOCHS_KEY: ExecutionParameter(type=int, optional=True),
+    keys.MAX_EPOCHS_KEY: ExecutionParameter(type=int),
+    keys.PATIENCE_KEY: ExecutionParameter(type=int),
+    keys.RECOVERY_TOLERANCE_KEY: ExecutionParameter(type=float),
+    keys.VALIDATION_FRACTION_KEY: ExecutionParameter(type=float),
     keys.LEARNING_RATE_KEY: ExecutionParameter(type=float),
 }
 
@@ -43,8 +47,20 @@ def data_props(feature_key: str, label_key: str, feature_shape: IntList, feature
     }
 
 
-def training_props(epochs: int, learning_rate: float) -> dict[str, Any]:
+def training_props(epochs: Optional[int], learning_rate: float,
+                   max_epochs: int = params.DEFAULT_MAX_EPOCHS,
+                   patience: int = params.DEFAULT_PATIENCE,
+                   recovery_tolerance: float = params.DEFAULT_RECOVERY_TOLERANCE,
+                   validation_fraction: float = params.DEFAULT_VALIDATION_FRACTION
+                   ) -> dict[str, Any]:
+    """The fine-tuning parameters as execution properties (epochs None: until recovered)."""
     return {keys.EPOCHS_KEY: epochs,
+            keys.MAX_EPOCHS_KEY: max_epochs,
+            keys.PATIENCE_KEY: patience,
+            keys.RECOVERY_TOLERANCE_KEY: as_float(keys.RECOVERY_TOLERANCE_KEY,
+                                                  recovery_tolerance),
+            keys.VALIDATION_FRACTION_KEY: as_float(keys.VALIDATION_FRACTION_KEY,
+                                                   validation_fraction),
             keys.LEARNING_RATE_KEY: as_float(keys.LEARNING_RATE_KEY, learning_rate)}
 
 

@@ -45,6 +45,12 @@ LEVELS = "levels"                          # JSON {"target_sparsity": .., "numbe
 FAILED = "failed"                          # int 1 when the leaf failed
 FAILURE = "failure"                        # JSON: step, path, error, message, hint
 
+# Model (Pruner / SparseClusterer / PreservingQAT): how fine-tuning went (core.training.FineTuning).
+EPOCHS_TRAINED = "epochs_trained"
+STOP_REASON = "stop_reason"                # fixed_epochs, recovered, no_improvement, max_epochs
+VALIDATION_ACCURACY = "validation_accuracy"  # on the slice of the train split held out
+REFERENCE_ACCURACY = "reference_accuracy"    # the incoming model's, on the same slice
+
 # TFLiteModel
 QUANTIZATION = "quantization"
 TFLITE_BYTES = "tflite_bytes"

@@ -116,9 +116,23 @@ def _run_with_progress(config, runner, run_id: str, log: str, wait: bool, verbos
             for o in orphans:
                 bar.console.print(f"[yellow]Marked execution #{o.execution_id} ({o.node_id}) "
                                   f"CANCELED, abandoned: {o.reason}[/]", highlight=False)
+            _preflight(config, bar.console)
 
         return runners.run(config, runner, progress=progress, run_id=run_id, wait=wait,
                            on_wait=on_wait, on_start=on_start)
+
+
+def _preflight(config, shown) -> None:
+    """`collabopt check` before any training: a data or model mistake stops the run with its
+    one-line error, and so does a tree where no leaf can build; otherwise one summary line."""
+    from collabopt.pipelines.preflight import preflight
+
+    report = preflight(config)
+    shown.print(f"Pre-flight: {report.summary()}", highlight=False, soft_wrap=True)
+    if report.leaves and all(leaf.builds is False for leaf in report.leaves):
+        raise CollaboptError("No leaf of this config can be built: " + "; ".join(
+            f"{leaf.path}: {leaf.reason}" for leaf in report.leaves)
+            + ". `collabopt check` shows the details.")
 
 
 def _outcome(config, run_id: str):
@@ -203,6 +217,28 @@ def run(config_path, runner, wait, verbose):
     waits, with --wait). The run's own output goes to a log file under pipeline_root/logs/."""
     config = _load_config(config_path, verbose)
     _run_and_report(config, runner, wait, verbose)
+
+
+@main.command()
+@click.argument("config_path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
+@click.option("--convert-qat", is_flag=True,
+              help="Also convert the quantization-aware model to int8 (slower).")
+def check(config_path, as_json, convert_qat):
+    """Pre-flight check of CONFIG_PATH without training: the data, the base model, which leaves
+    will build, what each technique skips or refuses, Vela's CPU operators. Exits 1 when no leaf
+    will build."""
+    config = _load_config(config_path, verbose=False)
+    with _captured(None, verbose=False):
+        from collabopt.pipelines.preflight import preflight
+
+        report = preflight(config, convert_qat=convert_qat)
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        out.print(report)
+    if report.leaves and all(leaf.builds is False for leaf in report.leaves):
+        sys.exit(1)
 
 
 @main.command()

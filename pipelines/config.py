@@ -59,10 +59,20 @@ class BaseModelConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """Fine-tuning after each wrapping step (prune, cluster, QAT)."""
+    """Fine-tuning after each wrapping step (prune, cluster, QAT).
 
-    epochs: int = Field(2, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    By default each step fine-tunes until its accuracy on a validation slice of the train split
+    (`validation_fraction` of it, never the eval split) is back within `recovery_tolerance` of
+    the incoming model's, or it stopped improving for `patience` epochs, or for at most
+    `max_epochs` epochs. `epochs: N` trains exactly N epochs on the whole train split instead.
+    """
+
+    epochs: Optional[int] = Field(None, ge=1, description="null: until recovered")
+    max_epochs: int = Field(8, ge=1)
+    patience: int = Field(2, ge=1)
+    recovery_tolerance: float = Field(0.005, ge=0, le=1)
+    validation_fraction: float = Field(0.1, gt=0, le=0.5)
+    learning_rate: float = Field(3e-4, gt=0)
     batch_size: int = Field(32, ge=1)
 
 

@@ -46,8 +46,12 @@ class _TreeBuilder:
             keys.FEATURE_SCALE_KEY: data.feature_scale,
             keys.BATCH_SIZE_KEY: config.training.batch_size,
         }
-        self.training_kwargs = {keys.EPOCHS_KEY: config.training.epochs,
-                                keys.LEARNING_RATE_KEY: config.training.learning_rate}
+        training = config.training
+        self.training_kwargs = {
+            key: getattr(training, key) for key in (
+                keys.EPOCHS_KEY, keys.MAX_EPOCHS_KEY, keys.PATIENCE_KEY,
+                keys.RECOVERY_TOLERANCE_KEY, keys.VALIDATION_FRACTION_KEY,
+                keys.LEARNING_RATE_KEY)}
 
     def add(self, node):
         self.nodes.append(node)

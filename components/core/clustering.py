@@ -34,8 +34,8 @@ from collabopt.components.core import training as training_lib
 from collabopt.components.core.errors import (ConfigError, StructureLostError, UnsupportedLayerError,
                                     UnsupportedModelError)
 from collabopt.components.core.keras_compat import keras, tf, tfmot
-from collabopt.components.core.pruning import (enum_param, is_int, layer_names_param, clone_with_weights,
-                                     supported_candidates)
+from collabopt.components.core.pruning import (LayerPlan, enum_param, is_int, layer_names_param,
+                                               clone_with_weights, supported_candidates)
 # TFMOT's registry of what it can cluster is not in its public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the module directly is safe.
 from tensorflow_model_optimization.python.core.clustering.keras import (  # noqa: E402
@@ -124,11 +124,20 @@ def _weights_per_cluster_group(layer, per_channel: bool) -> int:
     return size
 
 
-def _plan(model, params: ClusteringParams) -> list[str]:
+def plan_clustering(model: keras.Model, params: ClusteringParams) -> LayerPlan:
+    """The layers cluster() wraps with cluster_weights and why it skips the others; raises (as
+    check_clusterable) when clustering is impossible."""
     candidates = supported_candidates(
         model, params.layers, "clustering", _clusterable, "ClusteringRegistry",
         "tfmot.clustering.keras.ClusterableLayer (get_clusterable_weights)")
-    selected = [layer for layer in candidates if _clusters_weights(layer)]
+    skipped = {layer.name: "not listed in clustering.layers" for layer in model.layers
+               if params.layers is not None and layer.weights and layer.name not in params.layers}
+    selected = []
+    for layer in candidates:
+        if _clusters_weights(layer):
+            selected.append(layer)
+        else:
+            skipped[layer.name] = f"TFMOT clusters no weights of a {type(layer).__name__}"
 
     too_small = {}
     for layer in selected:
@@ -136,24 +145,31 @@ def _plan(model, params: ClusteringParams) -> list[str]:
                 tfmot_cluster.layer_has_enough_weights_to_cluster(
                     layer, params.number_of_clusters, params.cluster_per_channel):
             too_small[layer.name] = _weights_per_cluster_group(layer, params.cluster_per_channel)
+    group = "per output channel" if params.cluster_per_channel else "per kernel"
     if too_small and params.layers is not None:
         raise UnsupportedLayerError(
             f"Layer(s) {sorted(too_small)} have only {sorted(set(too_small.values()))} weights "
-            f"{'per output channel' if params.cluster_per_channel else 'per kernel'}, not more "
-            f"than number_of_clusters={params.number_of_clusters}, so TFMOT will not cluster "
-            "them. Remove them from `layers`, lower number_of_clusters"
+            f"{group}, not more than number_of_clusters={params.number_of_clusters}, so TFMOT "
+            "will not cluster them. Remove them from `layers`, lower number_of_clusters"
             f"{', or set cluster_per_channel=false' if params.cluster_per_channel else ''}.",
             sorted(too_small))
     if too_small:
         logging.warning("Not clustering %s: too few weights for %d clusters.", sorted(too_small),
                         params.number_of_clusters)
+    for name, weights in too_small.items():
+        skipped[name] = (f"only {weights} weights {group}, not more than number_of_clusters="
+                         f"{params.number_of_clusters}")
     selected = [layer for layer in selected if layer.name not in too_small]
     if not selected:
         raise UnsupportedModelError(
             f"No layer of model '{model.name}' can be clustered with these parameters "
             f"(layers={list(params.layers) if params.layers else None}, number_of_clusters="
             f"{params.number_of_clusters}). Name layers with Dense/Conv kernels in `layers`.")
-    return [layer.name for layer in selected]
+    return LayerPlan(tuple(layer.name for layer in selected), skipped)
+
+
+def _plan(model, params: ClusteringParams) -> list[str]:
+    return list(plan_clustering(model, params).wrapped)
 
 
 def check_clusterable(model: keras.Model, params: ClusteringParams) -> None:
@@ -189,16 +205,20 @@ def _max_unique(values: np.ndarray, per_channel: bool) -> int:
 
 
 def cluster(model: keras.Model, train_ds: tf.data.Dataset, params: ClusteringParams,
-            training: training_lib.TrainingParams, verbose: int = 0) -> keras.Model:
+            training: training_lib.TrainingParams, verbose: int = 0,
+            validation_ds: tf.data.Dataset | None = None) -> keras.Model:
     """Clusters `model` while fine-tuning it on `train_ds`; returns the stripped model.
 
-    The input model is not changed. The result has the same layers and names as the input (no
-    TFMOT wrappers) and is not compiled. Raises StructureLostError if a clustered kernel ends
-    with more unique values than promised, or preserve_sparsity lost zeros.
+    Fine-tuning runs until the accuracy on `validation_ds` recovered (training.epochs None) or
+    exactly training.epochs epochs. The input model is not changed. The result has the same
+    layers and names as the input (no TFMOT wrappers), is not compiled, and carries its
+    FineTuning record (training.fine_tuning_of). Raises StructureLostError if a clustered kernel
+    ends with more unique values than promised, or preserve_sparsity lost zeros.
     """
     to_cluster = set(_plan(model, params))
     training = dataclasses.replace(
         training, from_logits=training_lib.resolve_from_logits(model, training))
+    reference = training_lib.reference_accuracy(model, training, validation_ds)
 
     def wrap(layer):
         if layer.name in to_cluster:
@@ -225,7 +245,8 @@ def cluster(model: keras.Model, train_ds: tf.data.Dataset, params: ClusteringPar
             "`layers`.") from exc
     logging.info("Clustering %s of '%s' to %d clusters", sorted(to_cluster), model.name,
                  params.number_of_clusters)
-    training_lib.fine_tune(clustered, train_ds, training, verbose=verbose)
+    record = training_lib.fine_tune(clustered, train_ds, training, verbose=verbose,
+                                    validation_ds=validation_ds, reference=reference)
     stripped = tfmot.clustering.keras.strip_clustering(clustered)
 
     problems = []
@@ -248,8 +269,9 @@ def cluster(model: keras.Model, train_ds: tf.data.Dataset, params: ClusteringPar
     if problems:
         raise StructureLostError(
             f"Clustering to {params.number_of_clusters} clusters did not hold: {problems}.")
-    return stripped
+    return training_lib.attach_fine_tuning(stripped, record)
 
 
-__all__ = ["CentroidInitialization", "ClusteringParams", "check_clusterable", "cluster",
+__all__ = ["CentroidInitialization", "ClusteringParams", "plan_clustering", "check_clusterable",
+           "cluster",
            "MAX_CLUSTERS"]

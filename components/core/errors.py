@@ -33,6 +33,11 @@ class TrainingDivergedError(CollaboptError):
     """Fine-tuning diverged (the loss or the weights became NaN or infinite)."""
 
 
+class ModelDataMismatchError(ConfigError):
+    """The model and the data cannot work together: the input layout or the output size does not
+    fit the features or the labels."""
+
+
 class StructureLostError(CollaboptError):
     """A step destroyed what a previous step achieved (sparsity, clusters)."""
 

@@ -253,12 +253,34 @@ def _pruning_policy(params: PruningParams):
     return None
 
 
-def _plan(model, params: PruningParams) -> list[str]:
-    """Names of the layers to wrap with prune_low_magnitude; raises when that is impossible."""
+@dataclasses.dataclass(frozen=True)
+class LayerPlan:
+    """The layers (with weights) a technique wraps, and why it leaves each other one alone."""
+
+    wrapped: tuple[str, ...]
+    skipped: dict[str, str]
+
+
+def _skip_unlisted(model, names: tuple[str, ...] | None, technique: str) -> dict[str, str]:
+    if names is None:
+        return {}
+    return {layer.name: f"not listed in {technique}.layers" for layer in model.layers
+            if layer.weights and layer.name not in names}
+
+
+def plan_pruning(model: keras.Model, params: PruningParams) -> LayerPlan:
+    """The layers prune() wraps with prune_low_magnitude and why it skips the others; raises
+    (as check_prunable) when pruning is impossible."""
     candidates = supported_candidates(
         model, params.layers, "pruning", _prunable, "PruneRegistry",
         "tfmot.sparsity.keras.PrunableLayer (get_prunable_weights)")
-    selected = [layer for layer in candidates if _prunes_weights(layer)]
+    skipped = _skip_unlisted(model, params.layers, "pruning")
+    selected = []
+    for layer in candidates:
+        if _prunes_weights(layer):
+            selected.append(layer)
+        else:
+            skipped[layer.name] = f"TFMOT prunes no weights of a {type(layer).__name__}"
 
     policy = _pruning_policy(params)
     if policy is not None:
@@ -269,7 +291,10 @@ def _plan(model, params: PruningParams) -> list[str]:
                 f"Model '{model.name}' does not fit the {type(policy).__name__} pruning policy: "
                 f"{exc}. That policy prunes 1x1 Conv2D layers of a MobileNet-like model for "
                 "XNNPACK's sparse inference; use pruning_policy=null to prune any layer.") from exc
-        selected = [layer for layer in selected if policy.allow_pruning(layer)]
+        for layer in selected:
+            if not policy.allow_pruning(layer):
+                skipped[layer.name] = f"left dense by pruning_policy {params.pruning_policy.value}"
+        selected = [layer for layer in selected if layer.name not in skipped]
 
     if params.sparsity_m_by_n is not None:
         m, n = params.sparsity_m_by_n
@@ -291,8 +316,12 @@ def _plan(model, params: PruningParams) -> list[str]:
             logging.warning(
                 "Leaving %s dense: %d:%d sparsity needs a Dense/Conv2D kernel whose input "
                 "channels are a multiple of %d.", wrong_type + misfit, m, n, n)
-        misfit = wrong_type + misfit
-        selected = [layer for layer in selected if layer.name not in misfit]
+        for name in wrong_type:
+            skipped[name] = f"{m}:{n} sparsity applies to Dense and Conv2D kernels only"
+        for name in misfit:
+            skipped[name] = (f"its {kernels[name]} input channels are not a multiple of {n}, "
+                             f"so it cannot hold {m}:{n} sparsity")
+        selected = [layer for layer in selected if layer.name not in skipped]
 
     if not selected:
         raise UnsupportedModelError(
@@ -300,7 +329,12 @@ def _plan(model, params: PruningParams) -> list[str]:
             f"{list(params.layers) if params.layers else None}, pruning_policy="
             f"{params.pruning_policy.value if params.pruning_policy else None}, sparsity_m_by_n="
             f"{params.sparsity_m_by_n}). Name layers with Dense/Conv kernels in `layers`.")
-    return [layer.name for layer in selected]
+    return LayerPlan(tuple(layer.name for layer in selected), skipped)
+
+
+def _plan(model, params: PruningParams) -> list[str]:
+    """Names of the layers to wrap with prune_low_magnitude; raises when that is impossible."""
+    return list(plan_pruning(model, params).wrapped)
 
 
 def check_prunable(model: keras.Model, params: PruningParams) -> None:
@@ -323,21 +357,34 @@ def clone_with_weights(model: keras.Model) -> keras.Model:
     return clone
 
 
-def _end_step(params: PruningParams, total_steps: int) -> int:
-    """The last step at which the mask is updated (pruning steps are 1..total_steps)."""
-    end = total_steps if params.end_step is None else params.end_step
+def ramp_epochs(training: training_lib.TrainingParams) -> int:
+    """Epochs over which the schedule reaches its target when fine-tuning runs until recovered
+    (end_step null): the first quarter of max_epochs, at least one. Fine-tuning does not stop
+    before they are over; the rest of the epochs let the accuracy recover."""
+    return max(1, training.max_epochs // 4)
+
+
+def _end_step(params: PruningParams, training: training_lib.TrainingParams,
+              batches: int) -> int:
+    """The last step at which the mask is updated (pruning steps are 1..total steps).
+
+    Fixed epochs: the end of fine-tuning. Until recovered: the end of the ramp epochs."""
+    total_steps = training.epoch_budget * batches
+    ramp = training.epochs if not training.recovers else ramp_epochs(training)
+    end = ramp * batches if params.end_step is None else params.end_step
     if params.end_step is not None and params.end_step > total_steps:
         raise ConfigError(
             f"end_step={params.end_step} is past the {total_steps} steps of fine-tuning, so the "
-            f"target sparsity would never be reached. Lower end_step or raise epochs.")
+            f"target sparsity would never be reached. Lower end_step or raise "
+            f"{'max_epochs' if training.recovers else 'epochs'}.")
     # Align to the pruning frequency so the schedule's last update happens at the target.
     end = params.begin_step + ((end - params.begin_step) // params.frequency) * params.frequency
     first = params.begin_step if params.begin_step >= 1 else params.frequency
     if first > end or first > total_steps:
         raise ConfigError(
-            f"No pruning step falls within the {total_steps} steps of fine-tuning (begin_step="
+            f"No pruning step falls within the {end} steps of the pruning schedule (begin_step="
             f"{params.begin_step}, frequency={params.frequency}, end_step={params.end_step}). "
-            "Lower begin_step or frequency, or raise epochs.")
+            "Lower begin_step or frequency, or raise epochs / max_epochs.")
     return end
 
 
@@ -367,18 +414,24 @@ def _kernel_sparsity(layer) -> list[tuple[str, float]]:
 
 
 def prune(model: keras.Model, train_ds: tf.data.Dataset, params: PruningParams,
-          training: training_lib.TrainingParams, verbose: int = 0) -> keras.Model:
+          training: training_lib.TrainingParams, verbose: int = 0,
+          validation_ds: tf.data.Dataset | None = None) -> keras.Model:
     """Prunes `model` while fine-tuning it on `train_ds`; returns the stripped, pruned model.
 
-    The input model is not changed. The result has the same layers and names as the input (no
-    TFMOT wrappers) and is not compiled. Raises StructureLostError if a pruned kernel ends below
-    the promised sparsity (e.g. the schedule ends after fine-tuning does).
+    Fine-tuning runs until the accuracy on `validation_ds` recovered (training.epochs None; the
+    schedule reaches its target within ramp_epochs and fine-tuning does not stop before), or
+    exactly training.epochs epochs (the schedule ends with them). The input model is not
+    changed. The result has the same layers and names as the input (no TFMOT wrappers), is not
+    compiled, and carries its FineTuning record (training.fine_tuning_of). Raises
+    StructureLostError if a pruned kernel ends below the promised sparsity.
     """
     to_prune = set(_plan(model, params))
     from_logits = training_lib.resolve_from_logits(model, training)
     training = dataclasses.replace(training, from_logits=from_logits)
-    total_steps = training.epochs * training_lib.count_batches(train_ds)
-    schedule = _schedule(params, _end_step(params, total_steps))
+    batches = training_lib.count_batches(train_ds)
+    end_step = _end_step(params, training, batches)
+    schedule = _schedule(params, end_step)
+    reference = training_lib.reference_accuracy(model, training, validation_ds)
 
     def wrap(layer):
         if layer.name in to_prune:
@@ -388,10 +441,12 @@ def prune(model: keras.Model, train_ds: tf.data.Dataset, params: PruningParams,
 
     base = clone_with_weights(model)
     pruned = keras.models.clone_model(base, clone_function=wrap)
-    logging.info("Pruning %s of '%s' to %.0f %% sparsity over %d steps", sorted(to_prune),
-                 model.name, 100 * params.expected_sparsity, total_steps)
-    training_lib.fine_tune(pruned, train_ds, training,
-                           callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=verbose)
+    logging.info("Pruning %s of '%s' to %.0f %% sparsity by step %d", sorted(to_prune),
+                 model.name, 100 * params.expected_sparsity, end_step)
+    record = training_lib.fine_tune(
+        pruned, train_ds, training, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        verbose=verbose, validation_ds=validation_ds, reference=reference,
+        min_epochs=math.ceil(end_step / batches))
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
 
     short = []
@@ -404,8 +459,9 @@ def prune(model: keras.Model, train_ds: tf.data.Dataset, params: PruningParams,
         raise StructureLostError(
             f"Pruning did not reach {params.expected_sparsity:.0%} sparsity in {short}. Make the "
             "schedule end within fine-tuning (end_step null) or raise epochs.")
-    return stripped
+    return training_lib.attach_fine_tuning(stripped, record)
 
 
-__all__ = ["PruningSchedule", "PruningPolicy", "PruningParams", "check_prunable", "prune",
+__all__ = ["PruningSchedule", "PruningPolicy", "PruningParams", "LayerPlan", "plan_pruning",
+           "check_prunable", "prune", "ramp_epochs",
            "clone_with_weights", "ensure_functional", "resolve_layers"]

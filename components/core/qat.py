@@ -13,6 +13,14 @@ silently drops PCQAT to CQAT after meeting a layer without zeros (see
 `_PerLayerClusterPreserveRegistry`). pqat/cqat/pcqat verify that the incoming sparsity / clusters
 survived and raise StructureLostError otherwise.
 
+Beyond TFMOT's 8-bit registry (0.8.1), every mode also quantizes Conv1D and DepthwiseConv1D
+(rewritten as their 2-D twins with a (1, k) kernel between ExpandDims / Squeeze layers, so they
+are quantized per output channel, fold a following BatchNormalization and keep sparsity and
+clusters exactly as Conv2D does), MaxPooling1D (no output quantizer: it passes its input's
+scale on), Multiply and Subtract (see _EXTRA_QUANTIZE_CONFIGS). A saved QAT model of a Conv1D
+holds collabopt's ExpandDims / Squeeze layers (registered Keras serializables; `load_model`
+reads them).
+
 Support is checked by running quantize_apply on a copy (TFMOT's layout transforms fold
 Conv2D+BatchNormalization and split SeparableConv2D, so its registry alone would misjudge them).
 
@@ -32,6 +40,7 @@ from the clustered model instead.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import enum
@@ -52,6 +61,14 @@ from collabopt.components.core.pruning import clone_with_weights, ensure_functio
 # already set TF_USE_LEGACY_KERAS, so importing the modules directly is safe.
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts import (  # noqa: E402
     cluster_preserve, prune_preserve)
+from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402
+    utils as _quantize_utils)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+    default_8bit_quantize_configs as _default_configs,
+    default_8bit_quantize_layout_transform as _default_layout,
+    default_8bit_quantize_registry as _default_registry, default_8bit_transforms as _default_transforms)
+from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E402
+    model_transformer as _model_transformer, transforms as _transforms)
 
 _cqat_registry = cluster_preserve.cluster_preserve_quantize_registry
 _pqat_registry = prune_preserve.prune_preserve_quantize_registry
@@ -179,9 +196,200 @@ def resolve_mode(model: keras.Model, mode: QATMode | str = QATMode.AUTO) -> QATM
 # ---------------------------------------------------------------------------------------------
 # Schemes and support checks (before training)
 
-class _PerLayerClusterPreserveRegistry(
-        _cqat_registry.Default8bitClusterPreserveQuantizeRegistry):
-    """TFMOT's cluster-preserve registry, with one weight quantizer per layer.
+@keras.utils.register_keras_serializable(package="collabopt")
+class ExpandDims(keras.layers.Layer):
+    """tf.expand_dims as a layer (EXPAND_DIMS in TFLite, with constant shapes: a Reshape layer
+    would compute the batch size at run time, in ops Vela leaves on the CPU)."""
+
+    def __init__(self, axis: int, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, inputs):
+        return tf.expand_dims(inputs, self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+@keras.utils.register_keras_serializable(package="collabopt")
+class Squeeze(keras.layers.Layer):
+    """tf.squeeze of one axis as a layer (SQUEEZE in TFLite)."""
+
+    def __init__(self, axis: int, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, inputs):
+        return tf.squeeze(inputs, [self.axis])
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+class _Conv1DAsConv2D(_transforms.Transform):
+    """Quantization-aware training of Conv1D / DepthwiseConv1D as TFMOT's own Conv2D /
+    DepthwiseConv2D with a (1, k) kernel, between Reshapes — TFMOT's recipe for SeparableConv1D
+    (its SeparableConv1DQuantize). The 2-D layer keeps the 1-D layer's name and weights (with a
+    leading axis of 1), so it gets TFMOT's per-output-channel weight quantizer, BatchNorm folding,
+    ReLU fusion and the prune- / cluster-preserving quantizers of Conv2D, and converts to the
+    EXPAND_DIMS -> CONV_2D -> RESHAPE that post-training quantization of a Conv1D gives. (A 3-D Conv1D
+    kernel cannot be quantized per channel in place: TFMOT's LastValueQuantize handles 2-D and
+    4-D tensors only, and the TFLite converter rejects per-channel ranges on a kernel that is
+    reshaped before the convolution.) Causal padding becomes a ZeroPadding2D on the left."""
+
+    _TARGETS = {"Conv1D": keras.layers.Conv2D, "DepthwiseConv1D": keras.layers.DepthwiseConv2D}
+
+    def pattern(self):
+        return _transforms.LayerPattern("|".join(self._TARGETS))
+
+    def replacement(self, match_layer):
+        spec = match_layer.layer
+        config = dict(spec["config"])
+        if config.get("data_format", "channels_last") != "channels_last" or \
+                match_layer.metadata.get("quantize_config") is not None or \
+                not match_layer.weights:
+            return match_layer  # left to the registry, which refuses it by name
+        kernel = next(v for k, v in match_layer.weights.items() if "kernel" in k)
+        if spec["class_name"] == "Conv1D":
+            in_channels = int(kernel.shape[-2]) * int(config.get("groups") or 1)
+            out_channels = int(config["filters"])
+        else:
+            in_channels = int(kernel.shape[-2])
+            out_channels = in_channels * int(config["depth_multiplier"])
+        name, padding = config["name"], config["padding"]
+        size, dilation = config["kernel_size"][0], config["dilation_rate"][0]
+        config.pop("batch_input_shape", None)
+        config.update(kernel_size=(1, size), strides=(1, config["strides"][0]),
+                      dilation_rate=(1, dilation),
+                      padding="valid" if padding == "causal" else padding)
+        layer_2d = self._TARGETS[spec["class_name"]].from_config(config)
+        weights = collections.OrderedDict(
+            (key, np.expand_dims(value, 0) if value.ndim == 3 else value)
+            for key, value in match_layer.weights.items())
+
+        def node(layer, inputs, quantize_config, layer_weights=None):
+            layer_config = _quantize_utils.serialize_layer(layer, use_legacy_format=True)
+            layer_config["name"] = layer.name
+            return _transforms.LayerNode(layer_config, weights=layer_weights, input_layers=inputs,
+                                         metadata={"quantize_config": quantize_config})
+
+        x = node(ExpandDims(1, name=f"{name}_expand"), [], _default_configs.NoOpQuantizeConfig())
+        if padding == "causal":
+            x = node(keras.layers.ZeroPadding2D(((0, 0), ((size - 1) * dilation, 0)),
+                                                name=f"{name}_causal_pad"), [x],
+                     _default_configs.NoOpQuantizeConfig())
+        x = node(layer_2d, [x], None, weights)
+        return node(Squeeze(1, name=f"{name}_squeeze"), [x],
+                    _default_configs.NoOpQuantizeConfig())
+
+    def custom_objects(self):
+        return {"NoOpQuantizeConfig": _default_configs.NoOpQuantizeConfig,
+                "ExpandDims": ExpandDims, "Squeeze": Squeeze}
+
+
+_SQUEEZE_CLASS = keras.utils.get_registered_name(Squeeze)  # 'collabopt>Squeeze'
+
+
+def _squeezed(pattern):
+    """`pattern` with _Conv1DAsConv2D's Squeeze in place of TFMOT's 'sepconv1d_squeeze' Lambda."""
+    if pattern.class_name == "Lambda":
+        return _transforms.LayerPattern(_SQUEEZE_CLASS, inputs=pattern.inputs)
+    return _transforms.LayerPattern(pattern.class_name, pattern.config,
+                                    [_squeezed(p) for p in pattern.inputs])
+
+
+class _Conv1DBatchNormReLU(_default_transforms.Conv2DReshapeBatchNormReLUQuantize):
+    """TFMOT's Conv2D -> squeeze -> BatchNorm -> ReLU folding, for a rewritten Conv1D."""
+
+    def pattern(self):
+        return _squeezed(super().pattern())
+
+
+class _Conv1DBatchNormActivation(_default_transforms.Conv2DReshapeBatchNormActivationQuantize):
+    def pattern(self):
+        return _squeezed(super().pattern())
+
+
+class _Conv1DBatchNorm(_default_transforms.Conv2DReshapeBatchNormQuantize):
+    def pattern(self):
+        return _squeezed(super().pattern())
+
+
+class _LayoutTransform(_default_layout.Default8BitQuantizeLayoutTransform):
+    """_Conv1DAsConv2D, then the BatchNorm folding of the rewritten Conv1D layers, then TFMOT's
+    default 8-bit layout transforms."""
+
+    def apply(self, model, layer_quantize_map):
+        for transforms in ([_Conv1DAsConv2D()],
+                           [_Conv1DBatchNormReLU(), _Conv1DBatchNormActivation(),
+                            _Conv1DBatchNorm()]):
+            model, layer_quantize_map = _model_transformer.ModelTransformer(
+                model, transforms, set(layer_quantize_map.keys()),
+                layer_quantize_map).transform()
+        return super().apply(model, layer_quantize_map)
+
+
+# Layers TFLite int8 and Vela support but TFMOT's Default8BitQuantizeRegistry (0.8.1) lacks
+# (Conv1D and DepthwiseConv1D are rewritten by _Conv1DAsConv2D instead), with the QuantizeConfig
+# TFMOT gives their counterparts: MaxPooling1D passes its input's scale on (no output quantizer,
+# as MaxPooling2D / Reshape); Multiply and Subtract compute new values (output quantized, as
+# Add). The registry already has AveragePooling1D and the global poolings (1-D and 2-D). (One
+# topology the TFLite converter cannot give scales to: a MaxPooling1D and an AveragePooling1D of
+# the same tensor merged again by Add / Subtract; conversion then fails with ConversionError.)
+# Anything else it lacks stays refused, with the layer named: BatchNormalization not after a
+# convolution or Dense and Rescaling among them (QAT leaves their constants in float, so the
+# int8 model would not be full-integer).
+_EXTRA_QUANTIZE_CONFIGS = {
+    keras.layers.MaxPooling1D: lambda: _default_registry.Default8BitQuantizeConfig([], [], False),
+    keras.layers.Multiply: lambda: _default_registry.Default8BitQuantizeConfig([], [], True),
+    keras.layers.Subtract: lambda: _default_registry.Default8BitQuantizeConfig([], [], True),
+}
+
+
+class _Default8BitRegistry(_default_registry.Default8BitQuantizeRegistry):
+    """TFMOT's default 8-bit registry and the layers it lacks (_EXTRA_QUANTIZE_CONFIGS)."""
+
+    def supports(self, layer):
+        return type(layer) in _EXTRA_QUANTIZE_CONFIGS or super().supports(layer)
+
+    def get_quantize_config(self, layer):
+        extra = _EXTRA_QUANTIZE_CONFIGS.get(type(layer))
+        return extra() if extra is not None else super().get_quantize_config(layer)
+
+
+class _ExtendedPreserveRegistry:
+    """Mixin for TFMOT's prune- and cluster-preserve registries: they start from
+    _Default8BitRegistry (TFMOT's from a fresh Default8BitQuantizeRegistry()); the extra layers
+    hold no kernel to preserve, so their configs stay as _Default8BitRegistry makes them. (Conv1D
+    reaches the registry as a Conv2D, whose zeros and clusters TFMOT's registries keep.)"""
+
+    @classmethod
+    def supports(cls, layer):
+        return _Default8BitRegistry().supports(layer) and (
+            type(layer) in _EXTRA_QUANTIZE_CONFIGS or super().supports(layer))
+
+    def get_quantize_config(self, layer):
+        config = _Default8BitRegistry().get_quantize_config(layer)
+        if type(layer) in _EXTRA_QUANTIZE_CONFIGS:
+            return config
+        return self.preserving_config(layer, config)
+
+
+class _PrunePreserveRegistry(_ExtendedPreserveRegistry,
+                             _pqat_registry.Default8bitPrunePreserveQuantizeRegistry):
+    def preserving_config(self, layer, config):
+        return self.apply_sparsity_preserve_quantize_config(layer, config)
+
+
+class _ClusterPreserveRegistry(_ExtendedPreserveRegistry,
+                               _cqat_registry.Default8bitClusterPreserveQuantizeRegistry):
+    def preserving_config(self, layer, config):
+        return self.apply_cluster_preserve_quantize_config(layer, config)
+
+
+class _PerLayerClusterPreserveRegistry(_ClusterPreserveRegistry):
+    """The cluster-preserve registry, with one weight quantizer per layer.
 
     TFMOT hands the *same* ClusterPreserve quantizer instance to every Dense (and every Conv2D)
     layer, and that quantizer switches itself from PCQAT to CQAT (`preserve_sparsity = False`)
@@ -198,18 +406,37 @@ class _PerLayerClusterPreserveRegistry(
         return config
 
 
+class _Default8BitScheme(tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme):
+    def get_layout_transformer(self):
+        return _LayoutTransform()
+
+    def get_quantize_registry(self):
+        return _Default8BitRegistry(disable_per_axis=self._disable_per_axis)
+
+
+class _PrunePreserveScheme(tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme):
+    def get_layout_transformer(self):
+        return _LayoutTransform()
+
+    def get_quantize_registry(self):
+        return _PrunePreserveRegistry()
+
+
 class _PerLayerClusterPreserveScheme(
         tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme):
+    def get_layout_transformer(self):
+        return _LayoutTransform()
+
     def get_quantize_registry(self):
         return _PerLayerClusterPreserveRegistry(self.preserve_sparsity)
 
 
 def _scheme(mode: QATMode):
-    """The TFMOT QuantizeScheme of a (resolved) mode."""
+    """The QuantizeScheme of a (resolved) mode: TFMOT's, with the layers it lacks."""
     if mode == QATMode.QAT:
-        return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+        return _Default8BitScheme()
     if mode == QATMode.PQAT:
-        return tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+        return _PrunePreserveScheme()
     return _PerLayerClusterPreserveScheme(preserve_sparsity=mode == QATMode.PCQAT)
 
 
@@ -251,12 +478,12 @@ def _quantize(model: keras.Model, mode: QATMode) -> keras.Model:
     def unsupported_error(detail: str) -> UnsupportedLayerError:
         described = ", ".join(f"'{name}' ({cls})" for name, cls in refused.items())
         return UnsupportedLayerError(
-            f"TFMOT's {type(scheme).__name__} does not support layer(s) {described}, so "
-            f"{mode.value} cannot wrap model '{model.name}'{detail}. Replace them with supported "
-            "layers (Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization after a "
-            "convolution, pooling, ReLU, Add, Concatenate, ...; e.g. a Conv1D as a Conv2D with a "
-            "(1, k) kernel), or skip QAT for this model: the post-training int8 leaf needs no "
-            "QAT.", list(refused))
+            f"TFMOT's 8-bit quantization scheme ({mode.value}, with collabopt's additions) does "
+            f"not support layer(s) {described}, so {mode.value} cannot wrap model "
+            f"'{model.name}'{detail}. Replace them with supported layers (Conv1D/2D, "
+            "DepthwiseConv1D/2D, SeparableConv1D/2D, Dense, BatchNormalization after a "
+            "convolution or Dense, pooling, ReLU, Add, Multiply, Concatenate, ...), or skip QAT "
+            "for this model: the post-training int8 leaf needs no QAT.", list(refused))
 
     while True:
         annotated = keras.models.clone_model(base, clone_function=annotate)
@@ -288,15 +515,22 @@ def _quantize(model: keras.Model, mode: QATMode) -> keras.Model:
         return qat_model
 
 
-def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> None:
+def check_quantizable(model: keras.Model, mode: QATMode | str = QATMode.QAT) -> keras.Model:
     """Raises before any training when TFMOT's 8-bit QAT (scheme of `mode`) cannot wrap `model`.
 
     UnsupportedModelError: subclassed model, or a model that is already quantization-aware.
     UnsupportedLayerError: layer(s) the scheme does not support; `.layers` names all of them.
     `mode` is optional (an extension of the contract); auto is resolved first. The check runs
-    quantize_apply on a copy (no training): seconds for a small model.
+    quantize_apply on a copy (no training): seconds for a small model. Returns that untrained
+    quantization-aware copy (e.g. to try its int8 conversion).
     """
-    _quantize(model, resolve_mode(model, mode))
+    return _quantize(model, resolve_mode(model, mode))
+
+
+def unquantized_layers(model: keras.Model) -> dict[str, str]:
+    """Layers QAT leaves in float, with why: TFMOT does not quantize Lambda layers."""
+    return {layer.name: "TFMOT leaves Lambda layers unquantized"
+            for layer in model.layers if isinstance(layer, keras.layers.Lambda)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +553,7 @@ def _verify(before: list[_Kernel], after: list[_Kernel], mode: QATMode) -> None:
             # kernel as a whole may end with up to clusters x channels values. Per channel is
             # also what the int8 model sees (per-channel scales), so compare conv kernels per
             # channel and Dense kernels (per-tensor scale) per tensor.
-            per_channel = kernel.values.ndim == 4 or not kernel.clustered_per_tensor
+            per_channel = kernel.values.ndim >= 3 or not kernel.clustered_per_tensor
             was, now = kernel.unique(per_channel), result.unique(per_channel)
             if now > was:
                 problems.append(f"'{kernel.layer}' unique values"
@@ -331,24 +565,29 @@ def _verify(before: list[_Kernel], after: list[_Kernel], mode: QATMode) -> None:
 
 def quantize_aware_train(model: keras.Model, train_ds: tf.data.Dataset,
                          mode: QATMode | str, training: training_lib.TrainingParams,
-                         verbose: int = 0) -> keras.Model:
+                         verbose: int = 0,
+                         validation_ds: tf.data.Dataset | None = None) -> keras.Model:
     """Quantization-aware fine-tuning of `model` with the scheme of `mode` (auto is resolved).
 
-    The input model is not changed. Returns the QAT model (QuantizeWrapperV2 layers; not
-    necessarily compiled). For pqat/cqat/pcqat it verifies that the sparsity / clusters of the
-    input survived and raises StructureLostError otherwise.
+    Fine-tuning runs until the QAT model's accuracy on `validation_ds` is back near the float
+    input's (training.epochs None) or exactly training.epochs epochs. The input model is not
+    changed. Returns the QAT model (QuantizeWrapperV2 layers; not necessarily compiled) with its
+    FineTuning record (training.fine_tuning_of). For pqat/cqat/pcqat it verifies that the
+    sparsity / clusters of the input survived and raises StructureLostError otherwise.
     """
     mode = resolve_mode(model, mode)
     training = dataclasses.replace(
         training, from_logits=training_lib.resolve_from_logits(model, training))
     before = _kernels(model)
+    reference = training_lib.reference_accuracy(model, training, validation_ds)
     qat_model = _quantize(model, mode)
     logging.info("%s fine-tuning of '%s'", mode.value.upper(), model.name)
-    training_lib.fine_tune(qat_model, train_ds, training, verbose=verbose)
+    record = training_lib.fine_tune(qat_model, train_ds, training, verbose=verbose,
+                                    validation_ds=validation_ds, reference=reference)
     if mode.preserves_clusters:
         qat_model = tfmot.experimental.combine.strip_clustering_cqat(qat_model)
     _verify(before, _kernels(qat_model), mode)
-    return qat_model
+    return training_lib.attach_fine_tuning(qat_model, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,5 +660,6 @@ def load_model(path: str) -> keras.Model:
     return model
 
 
-__all__ = ["QATMode", "resolve_mode", "check_quantizable", "quantize_aware_train",
+__all__ = ["QATMode", "resolve_mode", "check_quantizable", "unquantized_layers",
+           "quantize_aware_train", "ExpandDims", "Squeeze",
            "save_model", "load_model", "PRUNED_SPARSITY_THRESHOLD", "MAX_CLUSTERED_UNIQUE"]

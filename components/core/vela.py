@@ -297,23 +297,33 @@ def parse_summary_csv(path: str, vela_tflite_path: str | None = None) -> VelaSum
 
 def count_cpu_ops(vela_tflite_path: str) -> int:
     """Operators of a Vela-compiled `.tflite` other than Ethos-U custom ops: they run on the CPU."""
+    return len(cpu_operators(vela_tflite_path))
+
+
+def cpu_operators(vela_tflite_path: str) -> list[str]:
+    """The builtin names (e.g. 'LSTM') of the operators a Vela-compiled `.tflite` runs on the CPU:
+    every operator that is not an Ethos-U custom op, in model order."""
     from ethosu.vela.tflite.BuiltinOperator import BuiltinOperator
     from ethosu.vela.tflite.Model import Model
 
+    names = {code: name for name, code in vars(BuiltinOperator).items() if name.isupper()}
     try:
         with tf.io.gfile.GFile(vela_tflite_path, "rb") as f:
             buf = f.read()
         model = Model.GetRootAsModel(buf, 0)
-        cpu_ops = 0
+        found = []
         for s in range(model.SubgraphsLength()):
             subgraph = model.Subgraphs(s)
             for i in range(subgraph.OperatorsLength()):
                 code = model.OperatorCodes(subgraph.Operators(i).OpcodeIndex())
                 builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-                npu = (builtin == BuiltinOperator.CUSTOM
-                       and code.CustomCode() == _ETHOS_U_CUSTOM_CODE)
-                cpu_ops += 0 if npu else 1
-        return cpu_ops
+                if builtin == BuiltinOperator.CUSTOM:
+                    custom = code.CustomCode() or b""
+                    if custom != _ETHOS_U_CUSTOM_CODE:
+                        found.append(f"CUSTOM({custom.decode(errors='replace')})")
+                else:
+                    found.append(names.get(builtin, str(builtin)))
+        return found
     except (tf.errors.NotFoundError, OSError) as exc:
         raise VelaCompileError(
             f"Cannot read the Vela-compiled model {vela_tflite_path!r} to count its CPU operators: "
@@ -340,4 +350,4 @@ def _tail(text: str, lines: int = 12, chars: int = 2000) -> str:
 
 __all__ = ["ACCELERATOR_CONFIGS", "DEFAULT_CONFIG_FILE", "DEFAULT_SYSTEM_CONFIGS", "Optimise",
            "VelaOptions", "VelaSummary", "VelaResult", "compile_model", "parse_summary_csv",
-           "count_cpu_ops"]
+           "count_cpu_ops", "cpu_operators"]

@@ -1,6 +1,8 @@
 """PreservingQAT: quantization-aware training that keeps sparsity and / or clusters (TFMOT)."""
 from __future__ import annotations
 
+from typing import Optional
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
@@ -36,7 +38,7 @@ class PreservingQAT(base_component.BaseComponent):
         model=clusterer.outputs['optimized_model'],   # pruned, then clustered
         examples=example_gen.outputs['examples'],
         mode='pcqat',                                  # or 'auto': chosen from the weights
-        epochs=1,
+        max_epochs=8,        # fine-tunes until recovered, for at most 8 epochs
     )
     converter = TFLiteConverter(model=pcqat.outputs['optimized_model'],
                                 examples=example_gen.outputs['examples'])
@@ -51,7 +53,10 @@ class PreservingQAT(base_component.BaseComponent):
        for TFLiteConverter) with custom properties `technique_path` (input's path + the resolved
        mode, e.g. `prune>cluster>pcqat`), `qat_mode`, `parameters` (JSON), the measured
        `sparsity`, `min_kernel_sparsity`, `max_unique_per_kernel`, `max_unique_per_channel` and
-       `keras_accuracy`.
+       `keras_accuracy`; and how fine-tuning went: `epochs_trained`, `stop_reason` (`recovered`,
+       `no_improvement`, `max_epochs` or `fixed_epochs`), and (until recovered)
+       `validation_accuracy` and `reference_accuracy` (the input model's) on the
+       validation slice of the train split.
 
     The run fails with StructureLostError when `pqat` / `pcqat` lost the input's sparsity or
     `cqat` / `pcqat` added unique values to its clustered kernels.
@@ -64,7 +69,11 @@ class PreservingQAT(base_component.BaseComponent):
                  model: types.BaseChannel,
                  examples: types.BaseChannel,
                  mode: str = "auto",
-                 epochs: int = params.DEFAULT_EPOCHS,
+                 epochs: Optional[int] = params.DEFAULT_EPOCHS,
+                 max_epochs: int = params.DEFAULT_MAX_EPOCHS,
+                 patience: int = params.DEFAULT_PATIENCE,
+                 recovery_tolerance: float = params.DEFAULT_RECOVERY_TOLERANCE,
+                 validation_fraction: float = params.DEFAULT_VALIDATION_FRACTION,
                  learning_rate: float = params.DEFAULT_LEARNING_RATE,
                  batch_size: int = params.DEFAULT_BATCH_SIZE,
                  feature_key: str = params.DEFAULT_FEATURE_KEY,
@@ -78,7 +87,14 @@ class PreservingQAT(base_component.BaseComponent):
           model: Channel of a standard `Model` (plain, pruned, clustered or both).
           examples: Channel of `Examples` with `train` and `eval` splits of tf.Example.
           mode: `qat`, `pqat`, `cqat`, `pcqat` or `auto`.
-          epochs: Quantization-aware training epochs.
+          epochs: None (default) fine-tunes until the accuracy on a validation slice
+            of the train split has recovered (see max_epochs .. validation_fraction);
+            an integer trains exactly that many epochs on the whole train split.
+          max_epochs: Cap on fine-tuning until recovered.
+          patience: Epochs without a better validation accuracy before stopping.
+          recovery_tolerance: How far below the incoming model's validation accuracy
+            the step may stay and count as recovered.
+          validation_fraction: Share of the train split held out for validation.
           learning_rate: Training learning rate.
           batch_size: Batch size of training and evaluation.
           feature_key: tf.Example feature holding the model input.
@@ -93,7 +109,8 @@ class PreservingQAT(base_component.BaseComponent):
         """
         props = {
             keys.MODE_KEY: spec_utils.enum_value(mode),
-            **spec_utils.training_props(epochs, learning_rate),
+            **spec_utils.training_props(epochs, learning_rate, max_epochs, patience,
+                                        recovery_tolerance, validation_fraction),
             **spec_utils.data_props(feature_key, label_key, feature_shape, feature_dtype,
                                     feature_scale, batch_size),
         }

@@ -47,7 +47,7 @@ class Pruner(base_component.BaseComponent):
         examples=example_gen.outputs['examples'],
         target_sparsity=0.5,
         pruning_schedule='polynomial_decay',
-        epochs=2,
+        max_epochs=8,        # fine-tunes until recovered, for at most 8 epochs
     )
     clusterer = SparseClusterer(model=pruner.outputs['optimized_model'], ...,
                                 preserve_sparsity=True)
@@ -61,7 +61,10 @@ class Pruner(base_component.BaseComponent):
      - `optimized_model`: a standard `Model` (Keras SavedModel in `Format-Serving/`, pruning
        wrappers stripped) with custom properties `technique_path` (e.g. `prune`), `parameters`
        (JSON), the measured `sparsity`, `min_kernel_sparsity`, `max_unique_per_kernel`,
-       `max_unique_per_channel` and `keras_accuracy`.
+       `max_unique_per_channel` and `keras_accuracy`; and how fine-tuning went: `epochs_trained`, `stop_reason` (`recovered`,
+       `no_improvement`, `max_epochs` or `fixed_epochs`), and (until recovered)
+       `validation_accuracy` and `reference_accuracy` (the input model's) on the
+       validation slice of the train split.
 
     The run fails with StructureLostError when a pruned kernel did not reach `target_sparsity`
     (or m/n with `sparsity_m_by_n`), and with UnsupportedLayerError before any training when a
@@ -83,7 +86,11 @@ class Pruner(base_component.BaseComponent):
                  sparsity_m_by_n: Optional[Union[str, Sequence[int]]] = None,
                  pruning_policy: Optional[str] = None,
                  layers: spec_utils.StrList = None,
-                 epochs: int = params.DEFAULT_EPOCHS,
+                 epochs: Optional[int] = params.DEFAULT_EPOCHS,
+                 max_epochs: int = params.DEFAULT_MAX_EPOCHS,
+                 patience: int = params.DEFAULT_PATIENCE,
+                 recovery_tolerance: float = params.DEFAULT_RECOVERY_TOLERANCE,
+                 validation_fraction: float = params.DEFAULT_VALIDATION_FRACTION,
                  learning_rate: float = params.DEFAULT_LEARNING_RATE,
                  batch_size: int = params.DEFAULT_BATCH_SIZE,
                  feature_key: str = params.DEFAULT_FEATURE_KEY,
@@ -109,7 +116,14 @@ class Pruner(base_component.BaseComponent):
           pruning_policy: `'prune_for_latency_on_xnnpack'` (TFMOT PruneForLatencyOnXNNPack), or
             None to prune every prunable layer.
           layers: Layer names to prune (`'conv2,dense1'` or a list); None prunes all.
-          epochs: Fine-tuning epochs.
+          epochs: None (default) fine-tunes until the accuracy on a validation slice
+            of the train split has recovered (see max_epochs .. validation_fraction);
+            an integer trains exactly that many epochs on the whole train split.
+          max_epochs: Cap on fine-tuning until recovered.
+          patience: Epochs without a better validation accuracy before stopping.
+          recovery_tolerance: How far below the incoming model's validation accuracy
+            the step may stay and count as recovered.
+          validation_fraction: Share of the train split held out for validation.
           learning_rate: Fine-tuning learning rate.
           batch_size: Batch size of training and evaluation.
           feature_key: tf.Example feature holding the model input.
@@ -134,7 +148,8 @@ class Pruner(base_component.BaseComponent):
             keys.SPARSITY_M_BY_N_KEY: spec_utils.m_by_n_str(sparsity_m_by_n),
             keys.PRUNING_POLICY_KEY: pruning_policy,
             keys.LAYERS_KEY: spec_utils.str_list_str(layers),
-            **spec_utils.training_props(epochs, learning_rate),
+            **spec_utils.training_props(epochs, learning_rate, max_epochs, patience,
+                                        recovery_tolerance, validation_fraction),
             **spec_utils.data_props(feature_key, label_key, feature_shape, feature_dtype,
                                     feature_scale, batch_size),
         }

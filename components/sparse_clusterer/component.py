@@ -1,6 +1,8 @@
 """SparseClusterer: weight clustering (TFMOT cluster_weights), sparsity-preserving if asked."""
 from __future__ import annotations
 
+from typing import Optional
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
@@ -53,7 +55,10 @@ class SparseClusterer(base_component.BaseComponent):
      - `optimized_model`: a standard `Model` (Keras SavedModel in `Format-Serving/`, clustering
        wrappers stripped) with custom properties `technique_path` (input's path + `cluster`),
        `parameters` (JSON), the measured `sparsity`, `min_kernel_sparsity`,
-       `max_unique_per_kernel`, `max_unique_per_channel` and `keras_accuracy`.
+       `max_unique_per_kernel`, `max_unique_per_channel` and `keras_accuracy`; and how fine-tuning went: `epochs_trained`, `stop_reason` (`recovered`,
+       `no_improvement`, `max_epochs` or `fixed_epochs`), and (until recovered)
+       `validation_accuracy` and `reference_accuracy` (the input model's) on the
+       validation slice of the train split.
 
     The run fails with StructureLostError when a clustered kernel holds more than
     `number_of_clusters` values (with `preserve_sparsity`, zero is one of them), or when
@@ -72,7 +77,11 @@ class SparseClusterer(base_component.BaseComponent):
                  preserve_sparsity: bool = False,
                  cluster_per_channel: bool = False,
                  layers: spec_utils.StrList = None,
-                 epochs: int = params.DEFAULT_EPOCHS,
+                 epochs: Optional[int] = params.DEFAULT_EPOCHS,
+                 max_epochs: int = params.DEFAULT_MAX_EPOCHS,
+                 patience: int = params.DEFAULT_PATIENCE,
+                 recovery_tolerance: float = params.DEFAULT_RECOVERY_TOLERANCE,
+                 validation_fraction: float = params.DEFAULT_VALIDATION_FRACTION,
                  learning_rate: float = params.DEFAULT_LEARNING_RATE,
                  batch_size: int = params.DEFAULT_BATCH_SIZE,
                  feature_key: str = params.DEFAULT_FEATURE_KEY,
@@ -91,7 +100,14 @@ class SparseClusterer(base_component.BaseComponent):
           preserve_sparsity: Keep the zeros of a pruned input (sparsity-preserving clustering).
           cluster_per_channel: Cluster each output channel of Conv2D kernels separately.
           layers: Layer names to cluster (`'conv2,dense1'` or a list); None clusters all.
-          epochs: Fine-tuning epochs.
+          epochs: None (default) fine-tunes until the accuracy on a validation slice
+            of the train split has recovered (see max_epochs .. validation_fraction);
+            an integer trains exactly that many epochs on the whole train split.
+          max_epochs: Cap on fine-tuning until recovered.
+          patience: Epochs without a better validation accuracy before stopping.
+          recovery_tolerance: How far below the incoming model's validation accuracy
+            the step may stay and count as recovered.
+          validation_fraction: Share of the train split held out for validation.
           learning_rate: Fine-tuning learning rate.
           batch_size: Batch size of training and evaluation.
           feature_key: tf.Example feature holding the model input.
@@ -110,7 +126,8 @@ class SparseClusterer(base_component.BaseComponent):
             keys.PRESERVE_SPARSITY_KEY: preserve_sparsity,
             keys.CLUSTER_PER_CHANNEL_KEY: cluster_per_channel,
             keys.LAYERS_KEY: spec_utils.str_list_str(layers),
-            **spec_utils.training_props(epochs, learning_rate),
+            **spec_utils.training_props(epochs, learning_rate, max_epochs, patience,
+                                        recovery_tolerance, validation_fraction),
             **spec_utils.data_props(feature_key, label_key, feature_shape, feature_dtype,
                                     feature_scale, batch_size),
         }

@@ -65,6 +65,21 @@ def test_clustering_flags_reject_other_values(flag):
         params.clustering_params({keys.PRESERVE_SPARSITY_KEY: flag})
 
 
+def test_training_params_from_exec_properties():
+    recover = params.training_params({keys.EPOCHS_KEY: None, keys.MAX_EPOCHS_KEY: 5,
+                                      keys.PATIENCE_KEY: 1, keys.RECOVERY_TOLERANCE_KEY: 0.01,
+                                      keys.VALIDATION_FRACTION_KEY: 0.2})
+    assert recover.recovers and recover.max_epochs == 5 and recover.patience == 1
+    assert recover.recovery_tolerance == 0.01 and recover.validation_fraction == 0.2
+    defaults = params.training_params({})
+    assert defaults.epochs is None and defaults.max_epochs == params.DEFAULT_MAX_EPOCHS
+    assert params.training_params({keys.EPOCHS_KEY: 2}).epochs == 2
+    for key, value in ((keys.EPOCHS_KEY, 0), (keys.MAX_EPOCHS_KEY, 0), (keys.PATIENCE_KEY, 1.5),
+                       (keys.RECOVERY_TOLERANCE_KEY, 2.0), (keys.VALIDATION_FRACTION_KEY, 0.0)):
+        with pytest.raises(ConfigError, match=f"{key}={value!r}"):
+            params.training_params({key: value})
+
+
 def test_feature_spec_takes_the_model_shape_when_unset():
     assert params.feature_spec({}, (8, 8, 1)).feature_shape == (8, 8, 1)
     assert params.feature_spec({keys.FEATURE_SHAPE_KEY: "64"}, (8, 8, 1)).feature_shape == (64,)

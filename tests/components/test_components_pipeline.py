@@ -109,8 +109,9 @@ def _chain_pipeline(root: str, data_dir: str, model_dir: str, serving_dir: str):
     # The baseline's blessing is refused on size on purpose: its reasons are asserted.
     ptq_eval = Evaluator(tflite_model=ptq.outputs["tflite_model"], examples=examples,
                          min_accuracy=0.5, max_tflite_bytes=1000).with_id("ptq_evaluator")
-    pruner = Pruner(model=base, examples=examples, target_sparsity=0.5, epochs=EPOCHS,
-                    feature_shape=[8, 8, 1])
+    # The Pruner fine-tunes until recovered (a short cap); the other steps for EPOCHS epochs.
+    pruner = Pruner(model=base, examples=examples, target_sparsity=0.5, max_epochs=2,
+                    patience=1, feature_shape=[8, 8, 1])
     clusterer = SparseClusterer(model=pruner.outputs["optimized_model"], examples=examples,
                                 number_of_clusters=8, preserve_sparsity=True, epochs=EPOCHS)
     pcqat = PreservingQAT(model=clusterer.outputs["optimized_model"], examples=examples,
@@ -215,6 +216,12 @@ def test_pruner_output_is_a_sparse_model(chain_run):
     params = json.loads(props["parameters"])
     assert params["target_sparsity"] == 0.5 and params["feature_shape"] == "8,8,1"
     assert os.path.exists(os.path.join(model.uri, "Format-Serving", "saved_model.pb"))
+    # Fine-tuned until recovered on a slice of the train split, within max_epochs=2.
+    assert 1 <= props["epochs_trained"] <= 2
+    assert props["stop_reason"] in ("recovered", "no_improvement", "max_epochs")
+    assert 0.5 <= props["validation_accuracy"] <= 1.0
+    assert props["reference_accuracy"] >= 0.8
+    assert "epochs" not in params and params["max_epochs"] == 2
 
 
 @pytest.mark.e2e
@@ -224,6 +231,8 @@ def test_clusterer_keeps_sparsity_and_clusters(chain_run):
     assert props["max_unique_per_kernel"] <= 8
     assert props["min_kernel_sparsity"] >= 0.45
     assert json.loads(props["parameters"])["preserve_sparsity"] is True
+    assert props["epochs_trained"] == EPOCHS and props["stop_reason"] == "fixed_epochs"
+    assert "validation_accuracy" not in props
 
 
 @pytest.mark.e2e

@@ -48,11 +48,24 @@ def test_unknown_key_is_an_error_naming_it():
     ({"clustering__cluster_centroids_init": "kmeans"}, r"clustering\.cluster_centroids_init"),
     ({"targets": [{"accelerator_config": "ethos-u99"}]}, r"targets\[0\]: .*ethos-u99"),
     ({"training__epochs": 0}, r"training\.epochs: .*greater than or equal to 1"),
+    ({"training__max_epochs": 0}, r"training\.max_epochs: .*greater than or equal to 1"),
+    ({"training__patience": 0}, r"training\.patience: .*greater than or equal to 1"),
+    ({"training__recovery_tolerance": -0.01}, r"training\.recovery_tolerance: .*greater than"),
+    ({"training__validation_fraction": 0.6}, r"training\.validation_fraction: .*less than"),
     ({"data__feature_shape": [8, 0, 1]}, r"data: feature_shape"),
 ])
 def test_bad_values_name_key_value_and_allowed(override, match):
     with pytest.raises(ConfigError, match=match):
         parse_config(_raw(**override))
+
+
+def test_training_defaults_fine_tune_until_recovered_and_epochs_stays_available():
+    raw = _raw()
+    raw["training"] = {}
+    training = parse_config(raw).training
+    assert training.epochs is None and training.max_epochs == 8 and training.patience == 2
+    assert training.recovery_tolerance == 0.005 and training.validation_fraction == 0.1
+    assert parse_config(_raw(training__epochs=3)).training.epochs == 3
 
 
 def test_base_model_needs_exactly_one_source():

@@ -29,3 +29,12 @@ def clustered(trained_digits_model, digits_train_ds):
                    ClusteringParams(number_of_clusters=8), ONE_EPOCH)
 
 
+
+
+@pytest.fixture(scope="session")
+def digits_train_validation(digits_arrays):
+    """The digits train split with 10 % held out for fine-tuning until recovered."""
+    from collabopt.components.core.data import train_and_validation_from_arrays
+
+    (x, y), _ = digits_arrays
+    return train_and_validation_from_arrays(x, y, validation_fraction=0.1)

@@ -9,7 +9,8 @@ from collabopt.components.core.errors import ConfigError, UnsupportedLayerError,
 from collabopt.components.core.keras_compat import keras, tf
 from collabopt.components.core.metrics import keras_weight_structure
 from collabopt.components.core.pruning import PruningParams, prune
-from collabopt.components.core.training import keras_accuracy
+from collabopt.components.core.training import (StopReason, TrainingParams, fine_tuning_of,
+                                                keras_accuracy)
 from tests.components.core.helpers import ONE_EPOCH, KERNEL_LAYERS, _Scale, _Subclassed
 
 
@@ -146,3 +147,23 @@ def test_unknown_layer_name_is_a_config_error(trained_digits_model):
 def test_bad_clustering_params_raise_config_error(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         ClusteringParams(**kwargs)
+
+
+def test_clustering_and_qat_until_recovered_record_how_they_stopped(trained_digits_model,
+                                                                    digits_train_validation):
+    from collabopt.components.core.qat import quantize_aware_train
+
+    train, validation = digits_train_validation
+    training = TrainingParams(max_epochs=3, patience=1)
+    clustered = cluster(trained_digits_model, train, ClusteringParams(number_of_clusters=16),
+                        training, validation_ds=validation)
+    qat_model = quantize_aware_train(clustered, train, "cqat", training, validation_ds=validation)
+    for model, before in ((clustered, trained_digits_model), (qat_model, clustered)):
+        record = fine_tuning_of(model)
+        assert 1 <= record.epochs_trained <= 3
+        assert record.reference_accuracy == pytest.approx(keras_accuracy(before, validation))
+        if record.stop_reason is StopReason.RECOVERED:
+            assert record.validation_accuracy >= record.reference_accuracy - 0.005
+        else:
+            assert record.stop_reason in (StopReason.NO_IMPROVEMENT, StopReason.MAX_EPOCHS)
+    assert _stats(qat_model)["dense1"].unique_values <= 16  # CQAT kept the clusters

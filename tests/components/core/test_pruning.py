@@ -8,8 +8,9 @@ from collabopt.components.core.errors import ConfigError, UnsupportedLayerError,
 from collabopt.components.core.keras_compat import keras, tf
 from collabopt.components.core.metrics import keras_weight_structure
 from collabopt.components.core.pruning import (PruningParams, PruningPolicy, PruningSchedule,
-                                     check_prunable, prune)
-from collabopt.components.core.training import keras_accuracy
+                                     check_prunable, prune, ramp_epochs)
+from collabopt.components.core.training import (StopReason, TrainingParams, fine_tuning_of,
+                                                keras_accuracy)
 from tests.components.core.helpers import ONE_EPOCH, KERNEL_LAYERS, _Scale, _Subclassed
 
 
@@ -195,3 +196,24 @@ def test_params_accept_yaml_shaped_values():
                            pruning_schedule="polynomial_decay")
     assert params.sparsity_m_by_n == (2, 4) and params.layers == ("conv2",)
     assert params.expected_sparsity == 0.5
+
+
+@pytest.mark.parametrize("schedule", ["polynomial_decay", "constant_sparsity"])
+def test_pruning_until_recovered_reaches_the_target_before_it_may_stop(
+        schedule, trained_digits_model, digits_train_validation):
+    train, validation = digits_train_validation
+    training = TrainingParams(max_epochs=8, patience=1)  # the schedule ends after 2 epochs
+    keras.utils.set_random_seed(3)
+    pruned = prune(trained_digits_model, train,
+                   PruningParams(target_sparsity=0.6, pruning_schedule=schedule), training,
+                   validation_ds=validation)
+    record = fine_tuning_of(pruned)
+    assert ramp_epochs(training) == 2 <= record.epochs_trained <= 8
+    assert record.stop_reason in (StopReason.RECOVERED, StopReason.NO_IMPROVEMENT,
+                                  StopReason.MAX_EPOCHS)
+    assert record.reference_accuracy == pytest.approx(
+        keras_accuracy(trained_digits_model, validation))
+    assert record.validation_accuracy == pytest.approx(keras_accuracy(pruned, validation))
+    if record.stop_reason is StopReason.RECOVERED:
+        assert record.validation_accuracy >= record.reference_accuracy - 0.005
+    assert min(_sparsity(pruned).values()) >= 0.58

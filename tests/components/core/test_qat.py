@@ -174,14 +174,16 @@ def test_subclassed_model_is_refused_before_training():
         check_quantizable(model)
 
 
-def test_conv1d_and_lstm_are_named_as_unsupported_by_qat():
+def test_lstm_and_lone_rescaling_are_named_as_unsupported_by_qat_but_conv1d_is_not():
     inputs = keras.Input(shape=(16, 4))
-    x = keras.layers.Conv1D(8, 3, name="conv1d")(inputs)
+    x = keras.layers.Rescaling(0.5, name="rescaling")(inputs)
+    x = keras.layers.Conv1D(8, 3, name="conv1d")(x)
     x = keras.layers.LSTM(8, name="lstm")(x)
     model = keras.Model(inputs, keras.layers.Dense(3, name="dense")(x))
-    with pytest.raises(UnsupportedLayerError, match=r"(?s)conv1d.*lstm.*post-training") as info:
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"(?s)rescaling.*lstm.*post-training") as info:
         check_quantizable(model)
-    assert info.value.layers == ["conv1d", "lstm"]
+    assert info.value.layers == ["rescaling", "lstm"]
 
 
 def test_conv_batchnorm_and_separable_conv_are_quantizable_but_lone_batchnorm_is_not():

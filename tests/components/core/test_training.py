@@ -1,4 +1,4 @@
-"""Fine-tuning helpers: parameters, logits detection, batch counting, accuracy."""
+"""Fine-tuning: parameters, logits detection, batch counting, accuracy, recovery stopping."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,9 @@ import pytest
 
 from collabopt.components.core.errors import ConfigError, DatasetError
 from collabopt.components.core.keras_compat import keras, tf
-from collabopt.components.core.training import (TrainingParams, compile_for_fine_tuning, count_batches,
-                                      fine_tune, keras_accuracy, outputs_probabilities)
+from collabopt.components.core.training import (StopReason, TrainingParams,
+                                                compile_for_fine_tuning, count_batches, fine_tune,
+                                                keras_accuracy, outputs_probabilities)
 
 
 def _tiny(final_activation=None, softmax_layer=False):
@@ -28,16 +29,29 @@ def _tiny(final_activation=None, softmax_layer=False):
     ({"learning_rate": float("nan")}, "learning_rate"),
     ({"learning_rate": "fast"}, "learning_rate"),
     ({"from_logits": "yes"}, "from_logits"),
+    ({"max_epochs": 0}, "max_epochs"),
+    ({"patience": 0}, "patience"),
+    ({"patience": 1.0}, "patience"),
+    ({"recovery_tolerance": -0.1}, "recovery_tolerance"),
+    ({"recovery_tolerance": 2}, "recovery_tolerance"),
+    ({"validation_fraction": 0}, "validation_fraction"),
+    ({"validation_fraction": 0.9}, "validation_fraction"),
 ])
 def test_training_params_reject_out_of_range_values(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         TrainingParams(**kwargs)
 
 
-def test_training_params_defaults_are_short_and_gentle():
+def test_training_params_default_to_recovery_within_a_cap():
     params = TrainingParams()
-    assert params.epochs == 2 and params.learning_rate == pytest.approx(1e-4)
+    assert params.epochs is None and params.recovers
+    assert params.max_epochs == 8 and params.patience == 2 and params.epoch_budget == 8
+    assert params.recovery_tolerance == pytest.approx(0.005)
+    assert params.validation_fraction == pytest.approx(0.1)
+    assert params.learning_rate == pytest.approx(3e-4)
     assert params.from_logits is None
+    fixed = TrainingParams(epochs=3)
+    assert not fixed.recovers and fixed.epoch_budget == 3
 
 
 def test_softmax_outputs_are_detected_as_probabilities():
@@ -82,8 +96,102 @@ def test_fine_tune_trains_a_softmax_model_without_touching_the_loss_choice(digit
     keras.utils.set_random_seed(0)
     model = _tiny("softmax")
     before = keras_accuracy(model, digits_eval_ds)
-    history = fine_tune(model, digits_train_ds, TrainingParams(epochs=2, learning_rate=1e-2))
-    assert len(history.history["loss"]) == 2
-    assert np.isfinite(history.history["loss"]).all()
+    record = fine_tune(model, digits_train_ds, TrainingParams(epochs=2, learning_rate=1e-2))
+    assert record.epochs_trained == 2 and len(record.losses) == 2
+    assert record.stop_reason is StopReason.FIXED_EPOCHS
+    assert record.validation_accuracy is None
+    assert np.isfinite(record.losses).all()
     after = keras_accuracy(model, digits_eval_ds)
     assert after > max(before, 0.8)
+
+
+# --- fine-tuning until recovered -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_split(digits_arrays):
+    from collabopt.components.core.data import train_and_validation_from_arrays
+
+    (x, y), _ = digits_arrays
+    return train_and_validation_from_arrays(x, y, validation_fraction=0.2, seed=0)
+
+
+def _untrained(seed=0):
+    keras.utils.set_random_seed(seed)
+    return _tiny("softmax")
+
+
+def test_a_step_that_needs_more_epochs_to_recover_gets_them(digits_split):
+    train, validation = digits_split
+    model = _untrained()
+    start = keras_accuracy(model, validation)
+    params = TrainingParams(max_epochs=20, patience=3, recovery_tolerance=0.02,
+                            learning_rate=1e-2)
+    record = fine_tune(model, train, params, validation_ds=validation, reference=0.92)
+    assert start < 0.3
+    assert record.stop_reason is StopReason.RECOVERED
+    assert 2 <= record.epochs_trained < 20
+    assert record.validation_accuracy >= 0.90
+    assert record.validation_accuracy == pytest.approx(keras_accuracy(model, validation))
+    assert record.reference_accuracy == pytest.approx(0.92)
+
+
+def test_a_step_that_recovers_early_stops_early(digits_split):
+    train, validation = digits_split
+    model = _untrained()
+    record = fine_tune(model, train, TrainingParams(max_epochs=20, learning_rate=1e-2),
+                       validation_ds=validation, reference=0.5)
+    assert record.stop_reason is StopReason.RECOVERED and record.epochs_trained == 1
+
+
+def test_no_stop_before_min_epochs_and_the_cap_holds(digits_split):
+    train, validation = digits_split
+    model = _untrained()
+    unreachable = TrainingParams(max_epochs=4, patience=1, learning_rate=1e-2)
+    record = fine_tune(model, train, unreachable, validation_ds=validation, reference=1.5,
+                       min_epochs=3)
+    assert 3 <= record.epochs_trained <= 4
+    assert record.stop_reason in (StopReason.MAX_EPOCHS, StopReason.NO_IMPROVEMENT)
+    early = fine_tune(_untrained(), train, TrainingParams(max_epochs=6, learning_rate=1e-2),
+                      validation_ds=validation, reference=0.5, min_epochs=3)
+    assert early.stop_reason is StopReason.RECOVERED and early.epochs_trained == 3
+
+
+def test_fixed_epochs_train_exactly_that_many_without_validation(digits_split):
+    train, validation = digits_split
+    record = fine_tune(_untrained(), train, TrainingParams(epochs=3, learning_rate=1e-2),
+                       validation_ds=validation, reference=0.1)
+    assert record.epochs_trained == 3 and record.stop_reason is StopReason.FIXED_EPOCHS
+    assert record.reference_accuracy is None
+
+
+def test_recovery_without_a_validation_slice_says_what_to_pass(digits_train_ds):
+    with pytest.raises(ConfigError, match=r"(?s)validation.*fixed `epochs`"):
+        fine_tune(_untrained(), digits_train_ds, TrainingParams())
+
+
+def test_validation_slice_is_disjoint_deterministic_and_sized(tmp_path):
+    from collabopt.components.core.data import (FeatureSpec, train_and_validation_from_arrays,
+                                                train_and_validation_from_tfrecords,
+                                                write_examples)
+
+    n = 203
+    x = np.arange(n, dtype=np.float32).reshape(n, 1)
+    y = np.arange(n)  # labels name the examples
+
+    def labels(ds):
+        return [int(v) for _, batch in ds for v in batch.numpy()]
+
+    spec = FeatureSpec(feature_key="x", label_key="y", feature_shape=(1,))
+    write_examples(str(tmp_path / "a.tfrecord"), x[:100], y[:100], spec)
+    write_examples(str(tmp_path / "b.tfrecord"), x[100:], y[100:], spec)
+    for train, validation in (train_and_validation_from_arrays(x, y, 0.1, batch_size=16),
+                              train_and_validation_from_tfrecords(str(tmp_path), spec, 0.1,
+                                                                  batch_size=16)):
+        held_out = labels(validation)
+        assert held_out == labels(validation)  # the same slice on every pass
+        assert len(held_out) == 20  # floor(203 * 0.1)
+        assert held_out == [i for i in range(n) if (i + 1) // 10 > i // 10]  # every 10th
+        first, second = labels(train), labels(train)
+        assert first != second  # the rest is reshuffled every epoch ...
+        assert sorted(first) == sorted(second)  # ... but stays the same examples
+        assert not set(first) & set(held_out) and len(first) + len(held_out) == n
