@@ -26,6 +26,7 @@ MAX_EPOCHS_KEY = "max_epochs"
 PATIENCE_KEY = "patience"
 RECOVERY_TOLERANCE_KEY = "recovery_tolerance"
 VALIDATION_FRACTION_KEY = "validation_fraction"
+SEED_KEY = "seed"
 LEARNING_RATE_KEY = "learning_rate"
 
 # Parameters: layer selection (Pruner / SparseClusterer)

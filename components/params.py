@@ -30,6 +30,7 @@ DEFAULT_MAX_EPOCHS = 8
 DEFAULT_PATIENCE = 2
 DEFAULT_RECOVERY_TOLERANCE = 0.005
 DEFAULT_VALIDATION_FRACTION = 0.1
+DEFAULT_SEED = 0
 DEFAULT_LEARNING_RATE = 3e-4
 
 TRAIN_SPLIT = "train"
@@ -193,7 +194,8 @@ def batch_size(props: Mapping[str, Any]) -> int:
 
 def training_params(props: Mapping[str, Any]):
     """A core.training.TrainingParams from epochs (None: until recovered), max_epochs, patience,
-    recovery_tolerance, validation_fraction and learning_rate; unset keys take the defaults."""
+    recovery_tolerance, validation_fraction, learning_rate and seed; unset keys take the
+    defaults."""
     from collabopt.components.core.training import TrainingParams
 
     def get(key, default):
@@ -220,7 +222,9 @@ def training_params(props: Mapping[str, Any]):
            lambda v: _is_number(v) and 0 < v <= 0.5, "a number in (0, 0.5]")
     _check(keys.LEARNING_RATE_KEY, values[keys.LEARNING_RATE_KEY],
            lambda v: _is_number(v) and v > 0, "a number > 0")
-    return TrainingParams(epochs=epochs, **values)
+    seed = get(keys.SEED_KEY, DEFAULT_SEED)
+    _check(keys.SEED_KEY, seed, lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    return TrainingParams(epochs=epochs, seed=seed, **values)
 
 
 def pruning_params(props: Mapping[str, Any]):

@@ -28,6 +28,7 @@ TRAINING_PARAMETERS = {
     keys.RECOVERY_TOLERANCE_KEY: ExecutionParameter(type=float),
     keys.VALIDATION_FRACTION_KEY: ExecutionParameter(type=float),
     keys.LEARNING_RATE_KEY: ExecutionParameter(type=float),
+    keys.SEED_KEY: ExecutionParameter(type=int, optional=True),
 }
 
 StrList = Optional[Union[str, Sequence[str]]]
@@ -51,8 +52,8 @@ def training_props(epochs: Optional[int], learning_rate: float,
                    max_epochs: int = params.DEFAULT_MAX_EPOCHS,
                    patience: int = params.DEFAULT_PATIENCE,
                    recovery_tolerance: float = params.DEFAULT_RECOVERY_TOLERANCE,
-                   validation_fraction: float = params.DEFAULT_VALIDATION_FRACTION
-                   ) -> dict[str, Any]:
+                   validation_fraction: float = params.DEFAULT_VALIDATION_FRACTION,
+                   seed: Optional[int] = params.DEFAULT_SEED) -> dict[str, Any]:
     """The fine-tuning parameters as execution properties (epochs None: until recovered)."""
     return {keys.EPOCHS_KEY: epochs,
             keys.MAX_EPOCHS_KEY: max_epochs,
@@ -61,7 +62,8 @@ def training_props(epochs: Optional[int], learning_rate: float,
                                                   recovery_tolerance),
             keys.VALIDATION_FRACTION_KEY: as_float(keys.VALIDATION_FRACTION_KEY,
                                                    validation_fraction),
-            keys.LEARNING_RATE_KEY: as_float(keys.LEARNING_RATE_KEY, learning_rate)}
+            keys.LEARNING_RATE_KEY: as_float(keys.LEARNING_RATE_KEY, learning_rate),
+            keys.SEED_KEY: seed}
 
 
 def as_float(name: str, value: Any) -> Any:

@@ -74,6 +74,8 @@ class TrainingConfig(_Section):
     validation_fraction: float = Field(0.1, gt=0, le=0.5)
     learning_rate: float = Field(3e-4, gt=0)
     batch_size: int = Field(32, ge=1)
+    seed: int = Field(0, ge=0, description="Seeds every fine-tuning step: same config, same "
+                                           "models")
 
 
 def _levels(value, name: str) -> list:

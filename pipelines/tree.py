@@ -51,7 +51,7 @@ class _TreeBuilder:
             key: getattr(training, key) for key in (
                 keys.EPOCHS_KEY, keys.MAX_EPOCHS_KEY, keys.PATIENCE_KEY,
                 keys.RECOVERY_TOLERANCE_KEY, keys.VALIDATION_FRACTION_KEY,
-                keys.LEARNING_RATE_KEY)}
+                keys.LEARNING_RATE_KEY, keys.SEED_KEY)}
 
     def add(self, node):
         self.nodes.append(node)

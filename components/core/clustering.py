@@ -215,6 +215,7 @@ def cluster(model: keras.Model, train_ds: tf.data.Dataset, params: ClusteringPar
     FineTuning record (training.fine_tuning_of). Raises StructureLostError if a clustered kernel
     ends with more unique values than promised, or preserve_sparsity lost zeros.
     """
+    training_lib.seed_step(training)
     to_cluster = set(_plan(model, params))
     training = dataclasses.replace(
         training, from_logits=training_lib.resolve_from_logits(model, training))

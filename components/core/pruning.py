@@ -425,6 +425,7 @@ def prune(model: keras.Model, train_ds: tf.data.Dataset, params: PruningParams,
     compiled, and carries its FineTuning record (training.fine_tuning_of). Raises
     StructureLostError if a pruned kernel ends below the promised sparsity.
     """
+    training_lib.seed_step(training)
     to_prune = set(_plan(model, params))
     from_logits = training_lib.resolve_from_logits(model, training)
     training = dataclasses.replace(training, from_logits=from_logits)

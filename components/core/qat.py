@@ -575,6 +575,7 @@ def quantize_aware_train(model: keras.Model, train_ds: tf.data.Dataset,
     FineTuning record (training.fine_tuning_of). For pqat/cqat/pcqat it verifies that the
     sparsity / clusters of the input survived and raises StructureLostError otherwise.
     """
+    training_lib.seed_step(training)
     mode = resolve_mode(model, mode)
     training = dataclasses.replace(
         training, from_logits=training_lib.resolve_from_logits(model, training))

@@ -69,6 +69,8 @@ class TrainingParams:
         prune -> cluster -> PCQAT leaves on DS-CNN and the digits CNN.
     from_logits: whether the model outputs logits. None (default) decides from the model: False
         when the last layer ends in a softmax, True otherwise.
+    seed: seeds Python, NumPy and TensorFlow when a technique starts (`seed_step`), so the
+        same model, data and parameters give the same result; None leaves them unseeded.
     """
 
     epochs: int | None = None
@@ -78,8 +80,11 @@ class TrainingParams:
     validation_fraction: float = 0.1
     learning_rate: float = 3e-4
     from_logits: bool | None = None
+    seed: int | None = 0
 
     def __post_init__(self):
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise ConfigError(f"seed must be null or an integer >= 0, got {self.seed!r}")
         if self.epochs is not None and (not _is_int(self.epochs) or self.epochs < 1):
             raise ConfigError(
                 f"epochs must be null (fine-tune until recovered) or an integer >= 1, got "
@@ -214,6 +219,13 @@ def reference_accuracy(model: keras.Model, params: TrainingParams,
             "split: pass validation_ds (collabopt.components.core.data."
             "train_and_validation_from_tfrecords / _from_arrays), or set a fixed `epochs`.")
     return keras_accuracy(model, validation_ds)
+
+
+def seed_step(params: TrainingParams) -> None:
+    """Seeds Python, NumPy and TensorFlow for one technique (wrapping, centroid initialization,
+    shuffling, fine-tuning) when `params.seed` is set."""
+    if params.seed is not None:
+        keras.utils.set_random_seed(int(params.seed))
 
 
 def fine_tune(model: keras.Model, train_ds: tf.data.Dataset, params: TrainingParams,

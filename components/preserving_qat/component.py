@@ -74,6 +74,7 @@ class PreservingQAT(base_component.BaseComponent):
                  patience: int = params.DEFAULT_PATIENCE,
                  recovery_tolerance: float = params.DEFAULT_RECOVERY_TOLERANCE,
                  validation_fraction: float = params.DEFAULT_VALIDATION_FRACTION,
+                 seed: int = params.DEFAULT_SEED,
                  learning_rate: float = params.DEFAULT_LEARNING_RATE,
                  batch_size: int = params.DEFAULT_BATCH_SIZE,
                  feature_key: str = params.DEFAULT_FEATURE_KEY,
@@ -95,6 +96,8 @@ class PreservingQAT(base_component.BaseComponent):
           recovery_tolerance: How far below the incoming model's validation accuracy
             the step may stay and count as recovered.
           validation_fraction: Share of the train split held out for validation.
+          seed: Seeds TensorFlow, NumPy and Python before the step (weights, centroids,
+            shuffling), so the same inputs give the same model.
           learning_rate: Training learning rate.
           batch_size: Batch size of training and evaluation.
           feature_key: tf.Example feature holding the model input.
@@ -110,7 +113,7 @@ class PreservingQAT(base_component.BaseComponent):
         props = {
             keys.MODE_KEY: spec_utils.enum_value(mode),
             **spec_utils.training_props(epochs, learning_rate, max_epochs, patience,
-                                        recovery_tolerance, validation_fraction),
+                                        recovery_tolerance, validation_fraction, seed),
             **spec_utils.data_props(feature_key, label_key, feature_shape, feature_dtype,
                                     feature_scale, batch_size),
         }

@@ -244,7 +244,8 @@ def test_console_is_quiet_and_the_log_holds_the_chatter(history):
         text = f.read()
     assert text.startswith(f"collabopt run {_run_id(a)} ")
     assert "WARNING" in text and len(text.splitlines()) > 5   # TF / absl / converter output
-    known = (PROGRESS, RUN_LINE, re.compile(r"^Log: "), re.compile(r"^Selected "))
+    known = (PROGRESS, RUN_LINE, re.compile(r"^Log: "), re.compile(r"^Selected "),
+             re.compile(r"^Pre-flight: data ok \(train \d+, eval \d+ examples\)"))
     for line in a.err_lines:
         assert any(p.search(line) for p in known), line
     # -v: the waiting run showed its log live as well.
