@@ -15,6 +15,13 @@ from collabopt.components.core.keras_compat import tf
 
 _DTYPES = {"float32": tf.float32, "int64": tf.int64, "uint8": tf.int64}
 
+# TFX's ExampleGens reshuffle records as they write a split (write_split.py: beam Reshuffle), so
+# the same data comes back in another order on every fresh run. Splits up to this size are read
+# in a canonical order (sorted by each example's deterministic serialization: a tf.Example's
+# feature map may serialize in any order) so that shuffling with a seed, the validation slice
+# and the calibration samples do not depend on it: same data, same models.
+CANONICAL_ORDER_MAX_BYTES = 256 * 1024 * 1024
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
@@ -130,8 +137,9 @@ def train_and_validation_from_tfrecords(pattern_or_dir: str | Sequence[str], spe
 
 def examples_from_tfrecords(pattern_or_dir: str | Sequence[str],
                             spec: FeatureSpec) -> tf.data.Dataset:
-    """Unbatched (features, label) pairs parsed from TFRecord files of tf.Example, in file
-    order (see dataset_from_tfrecords)."""
+    """Unbatched (features, label) pairs parsed from TFRecord files of tf.Example, in a
+    canonical order for splits up to CANONICAL_ORDER_MAX_BYTES, else in file order (see
+    dataset_from_tfrecords)."""
     files = tfrecord_files(pattern_or_dir)
     if not files:
         raise DatasetError(
@@ -140,6 +148,10 @@ def examples_from_tfrecords(pattern_or_dir: str | Sequence[str],
     compression = "GZIP" if files[0].endswith(".gz") else None
     raw = tf.data.TFRecordDataset(files, compression_type=compression)
     _check_first_record(raw, spec, files[0])
+    if sum(tf.io.gfile.stat(f).length for f in files) <= CANONICAL_ORDER_MAX_BYTES:
+        raw = tf.data.Dataset.from_tensor_slices(sorted(
+            tf.train.Example.FromString(record.numpy()).SerializeToString(deterministic=True)
+            for record in raw))
 
     feature_dtype = _DTYPES[spec.feature_dtype]
     description = {
