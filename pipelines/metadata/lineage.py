@@ -72,6 +72,7 @@ class ExecutionNode:
     id: int
     node_id: str                              # the component id in the pipeline (tree.py)
     component: str                            # its class, e.g. collabopt.components.pruner.component.Pruner
+                                              # (KFP: the execution type, system.ContainerExecution)
     state: str
     parameters: dict[str, Any]                # TFX: execution properties; KFP: task inputs
     create_time: Optional[str]

@@ -40,15 +40,6 @@ def detect_layout(store: metadata_store.MetadataStore) -> Layout:
 
 
 @dataclasses.dataclass
-class RunExecutions:
-    """A run's executions: its steps, and the execution that stands for the run itself (KFP's root
-    DAG `run/<run id>`; None in TFX's layout)."""
-
-    steps: list[Execution]
-    dag: Optional[Execution]
-
-
-@dataclasses.dataclass
 class RunArtifacts:
     """The artifacts a pipeline run produced (or reused from the cache), by type name."""
 
@@ -108,14 +99,12 @@ class Reader:
         return found
 
     # --- executions ----------------------------------------------------------------------------
-    def executions(self, run: Context) -> RunExecutions:
-        everything = self.store.get_executions_by_context(run.id)
+    def steps(self, run: Context) -> list[Execution]:
+        """The run's executions that ran a step (not KFP's DAG executions, which stand for the run
+        or a sub-DAG and never record the run's end: see `layout.KFP_V2`)."""
+        executions = self.store.get_executions_by_context(run.id)
         dag_type = self.layout.dag_execution_type
-        dags = [e for e in everything if dag_type and self.execution_type(e) == dag_type]
-        root = [d for d in dags if d.name == f"run/{run.name}"] or dags[:1]
-        dag_ids = {d.id for d in dags}
-        return RunExecutions([e for e in everything if e.id not in dag_ids],
-                             root[0] if root else None)
+        return [e for e in executions if not dag_type or self.execution_type(e) != dag_type]
 
     def parameters(self, execution: Execution) -> dict[str, Any]:
         return {k: property_value(v) for k, v in self.layout.parameters(execution).items()}

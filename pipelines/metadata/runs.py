@@ -2,8 +2,8 @@
 
 A run's state comes from its executions and from what `collabopt run` records on its run context
 (the `RUN_*` custom properties: who runs it, and how it ended). A Kubeflow run has no such record
-and its root DAG execution only ever turns FAILED (see `layout.KFP_V2`): its state comes from its
-steps, and a step that KFP recorded FAILED carries no reason in ML Metadata.
+and its root DAG execution does not record how the run ended (see `layout.KFP_V2`): its state comes
+from its steps alone, and a step KFP recorded FAILED carries no reason in ML Metadata.
 
 - `running`: the process that records it is alive (checked on this host by pid and start time);
 - `complete`: it finished; `failed`: an execution failed or the run raised (`error` says why);
@@ -136,8 +136,7 @@ def owner_alive(run: Context) -> Optional[bool]:
 
 
 def run_info(reader: Reader, run: Context, with_leaves: bool = True) -> RunInfo:
-    run_executions = reader.executions(run)
-    executions, dag = run_executions.steps, run_executions.dag
+    executions = reader.steps(run)
     recorded = custom(run, RUN_STATE)
     failed = [e for e in executions if e.last_known_state == Execution.FAILED]
     unfinished = [e for e in executions if e.last_known_state in _UNFINISHED]
@@ -153,9 +152,6 @@ def run_info(reader: Reader, run: Context, with_leaves: bool = True) -> RunInfo:
         no_reason = reader.layout.no_failure_reason
         error = "; ".join(f"{reader.node_id(e)} failed: {failure_message(e) or no_reason}"
                           for e in failed)
-    elif dag is not None and dag.last_known_state == Execution.FAILED:
-        state = FAILED
-        error = f"its DAG execution #{dag.id} is FAILED: {reader.layout.no_failure_reason}"
     elif recorded == FAILED:
         state, error = FAILED, custom(run, RUN_ERROR) or "no reason recorded"
     elif recorded == ABANDONED or marked:
@@ -263,7 +259,7 @@ class Push:
 
 def pushes(reader: Reader, run: Context) -> list[Push]:
     """The run's PushedModel outputs with the state of the execution that gave them to the run."""
-    executions = reader.executions(run).steps
+    executions = reader.steps(run)
     events = reader.store.get_events_by_execution_ids([e.id for e in executions])
     states = {e.id: e.last_known_state for e in executions}
     outputs = {ev.artifact_id: states[ev.execution_id] for ev in events

@@ -6,8 +6,8 @@ The store is written by the harness's `write_kfp_metadata` from a recorded run:
 `test_kfp_in_image.py` ran it in the image (the ExecutorOutput metadata the launcher records, the
 artifact ids the driver passed on, the task parameters), saved with
 `COLLABOPT_RECORD_KFP_RUN=tests/container/data/kfp_run.json pytest tests/container/test_kfp_in_image.py`.
-Recorded rather than re-run because running the steps takes the image (or the whole toolchain in
-process, a full pipeline run); nothing here is constructed by hand, so what the readers must show
+Recorded rather than re-run because running the steps takes the image (or, on the host, a full
+pipeline run with the harness rewriting every mounted path); nothing here is constructed by hand, so what the readers must show
 is read from the recording itself: each Evaluator's, converter's and Vela step's reported figures,
 the Selector's choice, the tasks' inputs. The container test compares the same readers with a
 local run of the same config. Re-record when the components change what they report.
@@ -23,7 +23,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd_pb
 from collabopt.components import types as t
 from collabopt.pipelines.metadata import layout as layouts
 from tests.container import kfp_harness
-from tests.pipelines.cli_process import collabopt
+from tests.pipelines.cli_process import Result
 from tests.pipelines.test_lineage import expected_nodes
 
 RECORDING = os.path.join(os.path.dirname(__file__), "data", "kfp_run.json")
@@ -71,8 +71,18 @@ def selected_path(recorded) -> str:
     return path
 
 
+def _cli(*args: str) -> Result:
+    """The CLI in this process (test_kfp_in_image.py runs it as real processes)."""
+    from click.testing import CliRunner
+
+    from collabopt.pipelines.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
 def _json(*args: str):
-    result = collabopt(*args)
+    result = _cli(*args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), result
 
@@ -129,7 +139,7 @@ def test_leaves_show_what_the_steps_reported(kfp_store, recorded, selected_path)
         assert isinstance(vela[t.NPU_OPS], int) and vela[t.TARGET] == velas[path][t.TARGET]
         assert leaf["uri"] == recorded.task(f"TFLiteConverter_{_key(path)}").outputs[
             "tflite_model"].uri and leaf["uri"].startswith("gs://")
-    table = collabopt("leaves", "--metadata", kfp_store, columns=200)
+    table = _cli("leaves", "--metadata", kfp_store)
     assert table.returncode == 0, table.stderr
     assert selected_path in table.stdout and "SELECTED" in table.stdout
 
@@ -164,7 +174,7 @@ def test_lineage_of_the_selected_model_follows_the_recorded_tasks(kfp_store, rec
         recorded_inputs = {(key, a.uri) for key, ids in task.inputs.items() for a in
                            recorded.artifacts() if a.id in ids}
         assert inputs == recorded_inputs, execution["node_id"]
-    tree = collabopt("lineage", "--metadata", kfp_store, "--selected", columns=200)
+    tree = _cli("lineage", "--metadata", kfp_store, "--selected")
     assert tree.returncode == 0, tree.stderr
     assert "Selector" in tree.stdout and "ContainerExecution" in tree.stdout
 
@@ -215,13 +225,13 @@ def test_runs_show_state_from_the_steps(history, recorded, selected_path):
 
 def test_readers_show_the_latest_run_with_leaves_and_say_why(history, selected_path):
     path, _, _ = history
-    leaves = collabopt("leaves", "--metadata", path)
+    leaves = _cli("leaves", "--metadata", path)
     assert leaves.returncode == 0, leaves.stderr
     assert leaves.err_lines[0].startswith("Leaves of run busy")
     assert "Run busy is running." in leaves.stderr
     explicit, _ = _json("leaves", "--metadata", path, "--run-id", "good", "--json")
     assert [leaf["path"] for leaf in explicit if leaf["selected"]] == [selected_path]
-    no_selection = collabopt("lineage", "--metadata", path, "--selected")
+    no_selection = _cli("lineage", "--metadata", path, "--selected")
     assert no_selection.returncode != 0 and "has no Selector output" in no_selection.stderr
 
 
@@ -231,7 +241,7 @@ def test_report_of_a_kfp_run(kfp_store, recorded, selected_path, tmp_path):
     from tests.pipelines.test_report import _parse
 
     out = tmp_path / "report"
-    result = collabopt("report", "--metadata", kfp_store, "--out", str(out))
+    result = _cli("report", "--metadata", kfp_store, "--out", str(out))
     assert result.returncode == 0, result.stderr
     page = _parse(str(out / "index.html"))
     leaves = [row[0] for row in page.tables["leaves"][1:] if row and row[0]]
