@@ -7,8 +7,11 @@ arguments and the ExecutorInput KFP v2's driver would build; artifacts live unde
 root whose bucket is a host folder mounted where KFP's launcher maps it (`/gcs/<bucket>`). What
 stands in for KFP's driver, launcher and importer is said in kfp_harness's docstring.
 
-The same config, run locally with `collabopt run`, must select the same leaf, and the records the
-harness writes in KFP's ML Metadata layout must give `collabopt leaves` every figure it shows.
+The same config, run locally with `collabopt run`, must select the same leaf, and on the store the
+harness writes in KFP's ML Metadata layout `collabopt runs`, `leaves`, `lineage --selected` and
+`report` (real processes) must show the same leaves, selected leaf, lineage steps and main line as
+on the local run's store. With COLLABOPT_RECORD_KFP_RUN=<file> the run is also saved as JSON (what
+test_kfp_store.py replays).
 Deselect with `-m "not container"`; skipped only where no container engine can be installed.
 """
 from __future__ import annotations

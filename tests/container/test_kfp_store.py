@@ -1,15 +1,15 @@
 """`collabopt runs`, `leaves`, `lineage` and `report` on a store in KFP v2's layout, without
 containers (fast: no image, no training).
 
-The store is written by the harness's `write_kfp_metadata` from a recorded run:
-`data/kfp_run.json` is what every step of the compiled small demo reported when
-`test_kfp_in_image.py` ran it in the image (the ExecutorOutput metadata the launcher records, the
-artifact ids the driver passed on, the task parameters), saved with
-`COLLABOPT_RECORD_KFP_RUN=tests/container/data/kfp_run.json pytest tests/container/test_kfp_in_image.py`.
-Recorded rather than re-run because running the steps takes the image (or, on the host, a full
-pipeline run with the harness rewriting every mounted path); nothing here is constructed by hand, so what the readers must show
-is read from the recording itself: each Evaluator's, converter's and Vela step's reported figures,
-the Selector's choice, the tasks' inputs. The container test compares the same readers with a
+The store is written by the harness's `write_kfp_metadata` from a recorded run: `data/kfp_run.json`
+is what every step of the compiled small demo reported when `test_kfp_in_image.py` ran it in the
+image (the ExecutorOutput metadata the launcher records, the artifact ids the driver passed on, the
+task parameters), saved by running that test with
+`COLLABOPT_RECORD_KFP_RUN=tests/container/data/kfp_run.json`. Recorded rather than re-run: running
+the steps takes the image (or, on the host, a whole pipeline run with every mounted path
+rewritten). Nothing here is constructed by hand, and what the readers must show is read from the
+recording itself: each Evaluator's, converter's and Vela step's reported figures, the Selector's
+choice, the tasks' inputs and parameters. The container test compares the same readers with a
 local run of the same config. Re-record when the components change what they report.
 """
 from __future__ import annotations
