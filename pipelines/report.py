@@ -539,6 +539,10 @@ def weight_densities(store, lineage: Lineage, focus: LeafRecord, path: str) -> d
     chain = [a for a in reversed(lineage.chain(focus.tflite_id))
              if a.type in ("Model", t.TFLiteModel.TYPE_NAME)]
     protos = {p.id: p for p in store.get_artifacts_by_id([a.id for a in chain])}
+    # A remote URI (gs://, s3:// of a Kubeflow run) fails in TensorFlow's file system when this
+    # machine cannot reach the bucket: that is a reason, not a crash.
+    from tensorflow import errors as tf_errors
+
     stages = []   # (artifact node, {name: float array}, {name: int array} or None)
     try:
         for a in chain:
@@ -551,7 +555,7 @@ def weight_densities(store, lineage: Lineage, focus: LeafRecord, path: str) -> d
                 kernels = tflite_kernels(data)
                 stages.append((a, {k: v[1] for k, v in kernels.items()},
                                {k: v[0] for k, v in kernels.items()}))
-    except (CollaboptError, OSError, ValueError) as exc:
+    except (CollaboptError, OSError, ValueError, tf_errors.OpError) as exc:
         return {"reason": f"could not load a model of the path: {exc}", "stages": []}
     keras_stages = [s for s in stages if s[2] is None]
     if not keras_stages:

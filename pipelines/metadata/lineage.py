@@ -27,7 +27,6 @@ from collabopt.components import keys
 from collabopt.components import types as t
 from collabopt.components.core.errors import CollaboptError
 from collabopt.components.core.leaves import leaf_key
-from collabopt.components.properties import property_value
 from collabopt.pipelines.metadata.reader import (OUTPUT_EVENTS, Artifact, Event, Execution, Reader,
                                                  artifact_properties)
 from collabopt.pipelines.metadata.runs import iso
@@ -73,8 +72,9 @@ class ExecutionNode:
     id: int
     node_id: str                              # the component id in the pipeline (tree.py)
     component: str                            # its class, e.g. collabopt.components.pruner.component.Pruner
+                                              # (KFP: the execution type, system.ContainerExecution)
     state: str
-    parameters: dict[str, Any]                # execution properties
+    parameters: dict[str, Any]                # TFX: execution properties; KFP: task inputs
     create_time: Optional[str]
     last_update_time: Optional[str]
     duration_s: Optional[float]
@@ -151,7 +151,7 @@ class _Walker:
         self.full = full
 
     def artifacts(self, ids: list[int]) -> dict[int, Artifact]:
-        found = {a.id: a for a in self.store.get_artifacts_by_id(ids)} if ids else {}
+        found = {a.id: a for a in self.reader.artifacts(ids)}
         self.reader.artifact_types(found.values())
         return found
 
@@ -241,9 +241,7 @@ class _Walker:
                       and self.reader.artifact_type(protos[e.artifact_id]) == "ModelEvaluation"):
                     followed = False
             refs.append(InputRef(key, e.artifact_id, followed))
-        parameters = {k: property_value(v) for k, v in execution.properties.items()}
-        parameters.update({k: property_value(v) for k, v in execution.custom_properties.items()
-                           if not k.startswith("__")})
+        parameters = self.reader.parameters(execution)
         created, updated = execution.create_time_since_epoch, execution.last_update_time_since_epoch
         contexts = self.reader.contexts_of(execution)
         run = self.reader.run_of(contexts)

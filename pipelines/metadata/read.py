@@ -12,7 +12,7 @@ from ml_metadata.metadata_store import metadata_store
 from collabopt.components.core.errors import CollaboptError
 from collabopt.pipelines.metadata.leaves import LeafRecord
 from collabopt.pipelines.metadata.lineage import Lineage, selected_model, trace
-from collabopt.pipelines.metadata.reader import Reader
+from collabopt.pipelines.metadata.reader import Reader, detect_layout
 from collabopt.pipelines.metadata.runs import Choice, RunInfo, choose_run, list_runs
 from collabopt.pipelines.metadata.store import open_store, redact
 
@@ -20,7 +20,9 @@ Store = Optional[metadata_store.MetadataStore]
 
 
 def open_reader(metadata_uri: str, store: Store = None) -> Reader:
-    return Reader(store or open_store(metadata_uri, readonly=True))
+    """A reader of the store in the layout its runs were written in (TFX's, or KFP v2's)."""
+    store = store or open_store(metadata_uri, readonly=True)
+    return Reader(store, detect_layout(store))
 
 
 def read_run(metadata_uri: str, run_id: Optional[str] = None, store: Store = None) -> Choice:

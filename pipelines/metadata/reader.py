@@ -1,4 +1,7 @@
-"""One reader of an ML Metadata store in a given layout: type names, contexts, a run's artifacts."""
+"""One reader of an ML Metadata store in a given layout: type names, contexts, a run's executions
+and artifacts. Whatever the layout, the reader hands out artifact types by TFX's type names and
+property values in TFX's kinds (`Layout.artifact_type_name`, `Layout.value`), so `runs`, `leaves`,
+`lineage` and the report read every store the same way."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +11,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from collabopt.components.properties import property_value
-from collabopt.pipelines.metadata.layout import TFX_LOCAL, Layout, TypedContext
+from collabopt.pipelines.metadata.layout import LAYOUTS, TFX_LOCAL, Layout, TypedContext
 
 Artifact = metadata_store_pb2.Artifact
 Context = metadata_store_pb2.Context
@@ -22,6 +25,18 @@ def artifact_properties(artifact: Artifact) -> dict[str, Any]:
     props = {k: property_value(v) for k, v in artifact.properties.items()}
     props.update({k: property_value(v) for k, v in artifact.custom_properties.items()})
     return props
+
+
+def detect_layout(store: metadata_store.MetadataStore) -> Layout:
+    """The layout of the runs `store` holds: the one whose run contexts it has (TFX's when it has
+    none). A store holding runs of both (`collabopt run` and Kubeflow writing one MySQL database)
+    is read in the layout of its latest run."""
+    latest = []
+    for order, layout in enumerate(LAYOUTS):
+        runs = store.get_contexts_by_type(layout.run_context)
+        if runs:
+            latest.append((max(c.create_time_since_epoch for c in runs), -order, layout))
+    return max(latest, key=lambda item: item[:2])[2] if latest else TFX_LOCAL
 
 
 @dataclasses.dataclass
@@ -69,7 +84,31 @@ class Reader:
                             self.store.get_context_types_by_id)
         return [TypedContext(names[c.type_id], c) for c in contexts]
 
+    # --- artifacts -----------------------------------------------------------------------------
+    def artifacts(self, ids: Iterable[int]) -> list[Artifact]:
+        """The artifacts with these ids, their property values in TFX's kinds."""
+        ids = sorted(set(ids))
+        found = self.store.get_artifacts_by_id(ids) if ids else []
+        if self.layout.value is not None:
+            for artifact in found:
+                for props in (artifact.properties, artifact.custom_properties):
+                    for key, value in props.items():
+                        decoded = self.layout.value(value)
+                        if decoded is not value:
+                            value.CopyFrom(decoded)
+        return found
+
     # --- executions ----------------------------------------------------------------------------
+    def steps(self, run: Context) -> list[Execution]:
+        """The run's executions that ran a step (not KFP's DAG executions, which stand for the run
+        or a sub-DAG and never record the run's end: see `layout.KFP_V2`)."""
+        executions = self.store.get_executions_by_context(run.id)
+        dag_type = self.layout.dag_execution_type
+        return [e for e in executions if not dag_type or self.execution_type(e) != dag_type]
+
+    def parameters(self, execution: Execution) -> dict[str, Any]:
+        return {k: property_value(v) for k, v in self.layout.parameters(execution).items()}
+
     def contexts_of(self, execution: Execution) -> list[TypedContext]:
         return self.typed(self.store.get_contexts_by_execution(execution.id))
 
@@ -100,7 +139,7 @@ class Reader:
         events = self.store.get_events_by_execution_ids([e.id for e in executions])
         ids = {e.artifact_id for e in events if e.type == Event.OUTPUT}
         ids |= {a.id for a in self.store.get_artifacts_by_context(run.id)}
-        artifacts = self.store.get_artifacts_by_id(sorted(ids)) if ids else []
+        artifacts = self.artifacts(ids)
         types = self.artifact_types(artifacts)
         by_type: dict[str, list[Artifact]] = {}
         for artifact in artifacts:

@@ -1,7 +1,9 @@
 """The runs in a store: their state, error, leaves and selected leaf; which run a reader shows.
 
 A run's state comes from its executions and from what `collabopt run` records on its run context
-(the `RUN_*` custom properties: who runs it, and how it ended):
+(the `RUN_*` custom properties: who runs it, and how it ended). A Kubeflow run has no such record
+and its root DAG execution does not record how the run ended (see `layout.KFP_V2`): its state comes
+from its steps alone, and a step KFP recorded FAILED carries no reason in ML Metadata.
 
 - `running`: the process that records it is alive (checked on this host by pid and start time);
 - `complete`: it finished; `failed`: an execution failed or the run raised (`error` says why);
@@ -134,7 +136,7 @@ def owner_alive(run: Context) -> Optional[bool]:
 
 
 def run_info(reader: Reader, run: Context, with_leaves: bool = True) -> RunInfo:
-    executions = reader.store.get_executions_by_context(run.id)
+    executions = reader.steps(run)
     recorded = custom(run, RUN_STATE)
     failed = [e for e in executions if e.last_known_state == Execution.FAILED]
     unfinished = [e for e in executions if e.last_known_state in _UNFINISHED]
@@ -147,7 +149,8 @@ def run_info(reader: Reader, run: Context, with_leaves: bool = True) -> RunInfo:
     error = None
     if failed:
         state = FAILED
-        error = "; ".join(f"{reader.node_id(e)} failed: {failure_message(e) or 'no reason recorded'}"
+        no_reason = reader.layout.no_failure_reason
+        error = "; ".join(f"{reader.node_id(e)} failed: {failure_message(e) or no_reason}"
                           for e in failed)
     elif recorded == FAILED:
         state, error = FAILED, custom(run, RUN_ERROR) or "no reason recorded"
@@ -160,7 +163,7 @@ def run_info(reader: Reader, run: Context, with_leaves: bool = True) -> RunInfo:
             state = RUNNING
             if alive is None:
                 error = (f"recorded as running by {owner}: not checkable from this host" if owner
-                         else "no owner recorded: started outside `collabopt run`")
+                         else reader.layout.unowned_running)
     else:
         state = COMPLETE
 
@@ -256,15 +259,14 @@ class Push:
 
 def pushes(reader: Reader, run: Context) -> list[Push]:
     """The run's PushedModel outputs with the state of the execution that gave them to the run."""
-    executions = reader.store.get_executions_by_context(run.id)
+    executions = reader.steps(run)
     events = reader.store.get_events_by_execution_ids([e.id for e in executions])
     states = {e.id: e.last_known_state for e in executions}
     outputs = {ev.artifact_id: states[ev.execution_id] for ev in events
                if ev.type == ev.OUTPUT and ev.execution_id in states}
     found = []
     if outputs:
-        artifacts = reader.store.get_artifacts_by_id(sorted(outputs))
-        for artifact in artifacts:
+        for artifact in reader.artifacts(outputs):
             if reader.artifact_type(artifact) != "PushedModel":
                 continue
             props = artifact_properties(artifact)

@@ -205,6 +205,33 @@ class PipelineRun:
         found = [a for t in self.tasks for a in t.outputs.values()]
         return [a for a in found if type_name is None or a.type_name == type_name]
 
+    # A run is saved as JSON so that what the steps reported can be written into a store again
+    # without running them (tests/pipelines/data/kfp_run.json, replayed by the fast KFP-store test).
+    def to_json(self) -> dict[str, Any]:
+        tasks = []
+        for task in self.tasks:
+            data = dataclasses.asdict(task)
+            data["outputs"] = {key: {"id": a.id, "uri": a.uri, "instance_schema": a.instance_schema,
+                                     "custom_properties": {k: json_format.MessageToDict(v)
+                                                           for k, v in a.custom_properties.items()}}
+                               for key, a in task.outputs.items()}
+            data["log"] = None
+            tasks.append(data)
+        return {"pipeline_name": self.pipeline_name, "run_id": self.run_id,
+                "pipeline_root": self.pipeline_root, "tasks": tasks}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "PipelineRun":
+        tasks = []
+        for task in data["tasks"]:
+            outputs = {key: RecordedArtifact(
+                a["id"], a["uri"], a["instance_schema"],
+                {k: json_format.ParseDict(v, mlmd_pb.Value()) for k, v in a["custom_properties"].items()})
+                for key, a in task["outputs"].items()}
+            tasks.append(TaskRun(**{**task, "outputs": outputs,
+                                    "inputs": {k: list(v) for k, v in task["inputs"].items()}}))
+        return cls(data["pipeline_name"], data["run_id"], data["pipeline_root"], tasks)
+
 
 # --------------------------------------------------------------------------- the run
 @dataclasses.dataclass
@@ -464,20 +491,27 @@ def run_pipeline(job: dict, *, buckets: Mapping[str, str], log_dir: str,
 
 # --------------------------------------------------------------------------- KFP's MLMD layout
 def write_kfp_metadata(run: PipelineRun, connection_config: mlmd_pb.ConnectionConfig,
-                       namespace: str = "local") -> dict[int, int]:
+                       namespace: str = "local",
+                       end: Optional[tuple[str, int]] = None) -> dict[int, int]:
     """Records `run` in an ML Metadata store the way KFP v2 does (backend/src/v2/metadata/
     client.go: GetPipeline, CreateExecution, PublishExecution, RecordArtifact):
 
     - contexts `system.Pipeline` (named by the pipeline) and `system.PipelineRun` (named by the run
       id, with `namespace`, `resource_name`, `pipeline_root`, `store_session_info`), the run a
       child of the pipeline;
-    - a `system.DAGExecution` named `run/<run id>` for the root DAG;
+    - a `system.DAGExecution` named `run/<run id>` for the root DAG (`driver/root_dag.go`), left
+      RUNNING: the launcher updates only DAGs that record `total_dag_tasks` or `iteration_count`,
+      which the root does not (`client.go: UpdateDAGExecutionsState`);
     - per task a `system.ContainerExecution` (or `system.ImporterExecution`) with `display_name`,
       `task_name`, `parent_dag_id`, and for containers `pod_name`, `pod_uid`, `namespace`,
       `image`, `inputs` (the parameter values) and `outputs` (output parameters);
     - artifacts typed by their schema title (`tfx.Model`, `collabopt.VelaModel`, …) with the
       executor output metadata as custom properties (numbers as doubles), INPUT/OUTPUT events
       whose path is the input/output key; executions and artifacts in both contexts.
+
+    `end=(task, state)` records a run that stopped at `task`: RUNNING (its driver created the
+    execution, its pod still runs, or was killed) or FAILED (the launcher publishes a failed step
+    without outputs, `component/launcher_v2.go: Execute`); the tasks after it are not recorded.
 
     Returns {harness artifact id: MLMD artifact id}.
     """
@@ -506,7 +540,7 @@ def write_kfp_metadata(run: PipelineRun, connection_config: mlmd_pb.ConnectionCo
     contexts = [pipeline, run_context]
 
     dag = mlmd_pb.Execution(type_id=execution_type["system.DAGExecution"], name=f"run/{run.run_id}",
-                            last_known_state=mlmd_pb.Execution.COMPLETE)
+                            last_known_state=mlmd_pb.Execution.RUNNING)
     dag.custom_properties["display_name"].CopyFrom(string(""))
     dag.custom_properties["task_name"].CopyFrom(string(""))
     dag_id, _, _ = store.put_execution(dag, [], contexts)
@@ -537,6 +571,11 @@ def write_kfp_metadata(run: PipelineRun, connection_config: mlmd_pb.ConnectionCo
         inputs = [(None, event(mlmd_pb.Event.INPUT, key, ids[artifact_id]))
                   for key, artifact_ids in task.inputs.items() for artifact_id in artifact_ids]
         execution.id, _, _ = store.put_execution(execution, inputs, contexts)
+        if end is not None and end[0] == task.task:
+            if end[1] != mlmd_pb.Execution.RUNNING:
+                execution.last_known_state = end[1]
+                store.put_execution(execution, [], contexts)
+            break
 
         # RecordArtifact (the launcher, after the step) for container outputs; the importer's
         # artifact is created by PublishExecution itself (it has no id yet).

@@ -80,8 +80,10 @@ def test_step_entrypoint_parses_the_driver_input(harness_run):
         "ImportExampleGen", "system.ContainerExecution", "collabopt:test", {}, {}, {},
         {"examples": harness_run.record(f"{BUCKET}/root/examples",
                                         "title: tfx.Examples\ntype: object\n", {})}, {}, 0.0))
-    task, component = _task(harness_run, "Pruner_prune")
-    driver_input = harness_run.executor_input("Pruner_prune", task, component)
+    # Task ids carry the levels (Pruner_prune50): take the first Pruner of the spec.
+    pruner = min(n for n in harness_run.spec["root"]["dag"]["tasks"] if n.startswith("Pruner_"))
+    task, component = _task(harness_run, pruner)
+    driver_input = harness_run.executor_input(pruner, task, component)
     view = harness_run.container_view(driver_input)
 
     executor = harness_run.spec["deploymentSpec"]["executors"][component["executorLabel"]]
@@ -101,7 +103,7 @@ def test_step_entrypoint_parses_the_driver_input(harness_run):
     assert params[keys.TARGET_SPARSITY_KEY] == constants[keys.TARGET_SPARSITY_KEY]
     assert isinstance(params[keys.EPOCHS_KEY], int)  # NUMBER_INTEGER comes back as int
     (optimized,) = outputs[keys.OPTIMIZED_MODEL_KEY]
-    assert re.fullmatch(r"/gcs/collabopt-test/root/[\w-]+/run-1/Pruner_prune/[0-9a-f-]{36}/"
+    assert re.fullmatch(r"/gcs/collabopt-test/root/[\w-]+/run-1/" + pruner + "/[0-9a-f-]{36}/"
                         + keys.OPTIMIZED_MODEL_KEY, optimized.uri), optimized.uri
     assert os.path.dirname(view.outputs.output_file) == os.path.dirname(optimized.uri)
     # The record keeps the remote URIs the driver provisioned.

@@ -7,8 +7,11 @@ arguments and the ExecutorInput KFP v2's driver would build; artifacts live unde
 root whose bucket is a host folder mounted where KFP's launcher maps it (`/gcs/<bucket>`). What
 stands in for KFP's driver, launcher and importer is said in kfp_harness's docstring.
 
-The same config, run locally with `collabopt run`, must select the same leaf, and the records the
-harness writes in KFP's ML Metadata layout must give `collabopt leaves` every figure it shows.
+The same config, run locally with `collabopt run`, must select the same leaf, and on the store the
+harness writes in KFP's ML Metadata layout `collabopt runs`, `leaves`, `lineage --selected` and
+`report` (real processes) must show the same leaves, selected leaf, lineage steps and main line as
+on the local run's store. With COLLABOPT_RECORD_KFP_RUN=<file> the run is also saved as JSON (what
+test_kfp_store.py replays).
 Deselect with `-m "not container"`; skipped only where no container engine can be installed.
 """
 from __future__ import annotations
@@ -30,8 +33,6 @@ pytestmark = [pytest.mark.container, pytest.mark.e2e]
 
 BUCKET = "gs://collabopt-test"
 COLLABOPT = os.path.join(os.path.dirname(sys.executable), "collabopt")
-# KFP's type names (schema titles) -> the names `collabopt leaves` reads today.
-TFX_TITLES = {"tfx.ModelEvaluation": "ModelEvaluation", "tfx.ModelBlessing": "ModelBlessing"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -98,6 +99,10 @@ def kfp(tmp_path_factory, image, container_engine):
     case = KfpInImage(tmp_path_factory.mktemp("kfp-in-image"), image, container_engine)
     case.job = case.compile()
     case.run = case.run_in_containers(case.job)
+    record = os.environ.get("COLLABOPT_RECORD_KFP_RUN")
+    if record:  # what the steps reported, for tests/pipelines/data/kfp_run.json (see there)
+        with open(record, "w") as f:
+            json.dump(case.run.to_json(), f, indent=1, sort_keys=True)
     case.local_metadata = case.run_locally()
     print(f"\ncontainer run {case.timings['containers']:.0f} s ({len(case.run.tasks)} tasks: "
           + ", ".join(f"{r.task} {r.seconds:.0f}" for r in case.run.tasks)
@@ -167,35 +172,85 @@ def test_the_selected_leaf_is_the_one_a_local_run_selects(kfp):
     assert os.listdir(kfp.serving_dir)
 
 
-def _leaves_from_kfp_store(store):
-    from collabopt.pipelines.leaves import RunArtifacts, leaves_of_run, run_artifacts
+def _readers(metadata: str, report_dir: str) -> dict:
+    """What `collabopt runs`, `leaves`, `lineage --selected` and `report` show, as real processes."""
+    from tests.pipelines.test_report import _parse
 
-    (run_context,) = store.get_contexts_by_type("system.PipelineRun")
-    run = run_artifacts(store, run_context)
-    by_type = {TFX_TITLES.get(name, name): artifacts for name, artifacts in run.by_type.items()}
-    return leaves_of_run(RunArtifacts(run.run_id, by_type))
+    shown = {what: json.loads(_cli(what, "--metadata", metadata, *args, "--json").stdout)
+             for what, args in (("runs", ()), ("leaves", ()), ("lineage", ("--selected",)))}
+    _cli("report", "--metadata", metadata, "--out", report_dir)
+    shown["report"] = _parse(os.path.join(report_dir, "index.html"))
+    return shown
 
 
-def test_kfp_records_carry_every_figure_collabopt_leaves_shows(kfp, kfp_store):
-    from collabopt.pipelines.metadata.read import read_leaves
+def _chain(metadata: str) -> list[tuple[str, str]]:
+    """The selected leaf's main line, from its .tflite back to the base model: (type, path)."""
+    from collabopt.pipelines.metadata.read import read_leaves, read_lineage
 
-    store, _ = kfp_store
-    local = {r.path: r.to_json() for r in read_leaves(kfp.local_metadata)}
-    remote = {r.path: r.to_json() for r in _leaves_from_kfp_store(store)}
-    assert set(remote) == set(local) and len(local) == 2
-    for path, expected in local.items():
-        got = remote[path]
+    (leaf,) = [r for r in read_leaves(metadata) if r.selected]
+    chain = read_lineage(metadata, leaf.tflite_id).chain()
+    return [(a.type, a.properties.get(t.TECHNIQUE_PATH)) for a in chain]
+
+
+def test_readers_show_on_kfps_store_what_they_show_for_the_local_run(kfp, kfp_store, tmp_path):
+    local = _readers(kfp.local_metadata, str(tmp_path / "local-report"))
+    remote = _readers(kfp.store_path, str(tmp_path / "kfp-report"))
+
+    # runs: the one KFP run, complete, with the local run's selection.
+    (run,) = remote["runs"]
+    assert (run["run_id"], run["state"], run["pipeline"]) == (
+        kfp.run.run_id, "complete", kfp.run.pipeline_name)
+    assert run["selected"] == local["runs"][-1]["selected"] and run["leaves"] == 2
+    assert run["executions"] == len(kfp.run.tasks)
+
+    # leaves: the same leaves with every figure, ints as ints, the same one selected.
+    local_leaves = {r["path"]: r for r in local["leaves"]}
+    remote_leaves = {r["path"]: r for r in remote["leaves"]}
+    assert set(remote_leaves) == set(local_leaves) and len(local_leaves) == 2
+    for path, expected in local_leaves.items():
+        got = remote_leaves[path]
         for field, value in expected.items():
             if value is not None and field not in ("evaluation_id", "tflite_id", "uri"):
                 assert got[field] is not None, f"{path}: {field} missing from KFP's records"
+            if isinstance(value, int) and not isinstance(value, bool):
+                assert isinstance(got[field], int), f"{path}: {field} is {got[field]!r}"
         assert got["selected"] == expected["selected"], path
         assert len(got["vela"]) == len(expected["vela"]) == 1
         for field, value in expected["vela"][0].items():
             if value is not None:
                 assert got["vela"][0][field] is not None, f"{path}: vela {field} missing"
+                assert type(got["vela"][0][field]) is type(value), f"{path}: vela {field}"
         assert got["uri"].startswith(BUCKET), got["uri"]
     # Same architecture, same conversion: the baseline's int8 flatbuffer has the same size.
-    assert remote["ptq"]["tflite_bytes"] == pytest.approx(local["ptq"]["tflite_bytes"], rel=0.01)
+    assert remote_leaves["ptq"]["tflite_bytes"] == pytest.approx(
+        local_leaves["ptq"]["tflite_bytes"], rel=0.01)
+
+    # lineage --selected: the Selector's model, the same steps, the same main line to the base.
+    local_root = {a["id"]: a for a in local["lineage"]["artifacts"]}[local["lineage"]["root"]]
+    remote_root = {a["id"]: a for a in remote["lineage"]["artifacts"]}[remote["lineage"]["root"]]
+    assert remote_root["type"] == local_root["type"] == "Model"
+    assert remote_root["properties"][t.SELECTED_PATH] == local_root["properties"][t.SELECTED_PATH]
+    assert remote["lineage"]["run"] == kfp.run.run_id
+    assert set(remote["lineage"]["node_ids"]) == set(local["lineage"]["node_ids"])
+    assert _chain(kfp.store_path) == _chain(kfp.local_metadata)
+    # Each step's parameters: what the local run recorded, as KFP's driver recorded them; only
+    # what TFX's ImportExampleGen driver adds locally (span, version, fingerprint) KFP has not.
+    local_steps = {e["node_id"]: e for e in local["lineage"]["executions"]}
+    for execution in remote["lineage"]["executions"]:
+        expected = local_steps[execution["node_id"]]["parameters"]
+        got = execution["parameters"]
+        assert set(got) <= set(expected), execution["node_id"]
+        assert set(expected) - set(got) <= {"span", "version", "input_fingerprint"}
+        assert got == {k: expected[k] for k in got}, execution["node_id"]
+
+    # report: the same leaves table, the same selected row, the same lineage steps.
+    for page in (local["report"], remote["report"]):
+        page.leaves = [row[0] for row in page.tables["leaves"][1:] if row and row[0]]
+        page.selected = [row[0] for row in page.tables["leaves"] if row and row[-1] == "SELECTED"]
+        page.nodes = {row[0].split()[0] for row in page.tables["lineage"][1:]}
+    assert remote["report"].leaves == local["report"].leaves
+    assert remote["report"].selected == local["report"].selected == [run["selected"]]
+    assert remote["report"].nodes == local["report"].nodes
 
 
 def test_store_is_in_kfp_v2_launcher_layout(kfp, kfp_store):
