@@ -50,6 +50,7 @@ test-core: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/demo_run.py
+	$(BIN)/python benchmarks/update_readme.py
 
 clean:
 	rm -rf $(VENV) $(WORKDIR) .pytest_cache
