@@ -101,7 +101,7 @@ def test_step_entrypoint_parses_the_driver_input(harness_run):
     assert names[model.id] == str(harness_run.run.task("BaseModelImporter").outputs["result"].id)
     constants = {k: v["runtimeValue"]["constant"] for k, v in task["inputs"]["parameters"].items()}
     assert params[keys.TARGET_SPARSITY_KEY] == constants[keys.TARGET_SPARSITY_KEY]
-    assert isinstance(params[keys.EPOCHS_KEY], int)  # NUMBER_INTEGER comes back as int
+    assert isinstance(params[keys.MAX_EPOCHS_KEY], int)  # NUMBER_INTEGER comes back as int
     (optimized,) = outputs[keys.OPTIMIZED_MODEL_KEY]
     assert re.fullmatch(r"/gcs/collabopt-test/root/[\w-]+/run-1/" + pruner + "/[0-9a-f-]{36}/"
                         + keys.OPTIMIZED_MODEL_KEY, optimized.uri), optimized.uri
