@@ -119,6 +119,7 @@ def bare(workdir: str, width: int) -> dict:
     """The tree's work with the core functions alone (what a user's own script would do)."""
     from collabopt.components.core import (clustering, data, metrics, pruning, qat, selection,
                                            tflite, tflm, vela)
+    from collabopt.components.core.errors import CollaboptError
     from collabopt.components.core.leaves import expand
     from collabopt.components.core.training import TrainingParams
 
@@ -145,26 +146,35 @@ def bare(workdir: str, width: int) -> dict:
                     preserve_sparsity="prune" in leaf.template.split(">")[:n - 1]), training)
         return models[prefix]
 
-    measured, baseline = [], None
+    measured, baseline = [], [None]
+
+    def one_leaf(leaf) -> selection.LeafMetrics:
+        model = model_for(leaf, len(leaf.steps) - 1)
+        if leaf.steps[-1] != "ptq":
+            model = qat.quantize_aware_train(model, train_ds, leaf.steps[-1], training)
+        tflite_bytes = tflite.convert(model, "int8", data.representative_dataset(train_ds, 200))
+        accuracy = metrics.tflite_accuracy(tflite_bytes, eval_ds)
+        metrics.gzip_size(tflite_bytes)
+        metrics.tflite_weight_structure(tflite_bytes)
+        arena = tflm.measure(tflite_bytes).arena_bytes
+        summary = vela.compile_model(tflite_bytes, vela.VelaOptions(TARGET),
+                                     os.path.join(out, leaf.key)).summary
+        if leaf.is_baseline:
+            baseline[0] = accuracy
+        return selection.LeafMetrics(
+            leaf.path, accuracy, len(tflite_bytes),
+            None if leaf.is_baseline else baseline[0] - accuracy, summary.inference_ms,
+            summary.flash_bytes, summary.sram_bytes, arena_bytes=arena)
+
     with tempfile.TemporaryDirectory(prefix="collabopt-bare-") as out:
         for leaf in expand(LEAVES, [SPARSITY], [CLUSTERS]):
-            model = model_for(leaf, len(leaf.steps) - 1)
-            if leaf.steps[-1] != "ptq":
-                model = qat.quantize_aware_train(model, train_ds, leaf.steps[-1], training)
-            tflite_bytes = tflite.convert(model, "int8", data.representative_dataset(train_ds, 200))
-            accuracy = metrics.tflite_accuracy(tflite_bytes, eval_ds)
-            metrics.gzip_size(tflite_bytes)
-            metrics.tflite_weight_structure(tflite_bytes)
-            arena = tflm.measure(tflite_bytes).arena_bytes
-            summary = vela.compile_model(tflite_bytes, vela.VelaOptions(TARGET),
-                                         os.path.join(out, leaf.key)).summary
-            baseline = accuracy if leaf.is_baseline else baseline
-            measured.append(selection.LeafMetrics(
-                leaf.path, accuracy, len(tflite_bytes),
-                None if leaf.is_baseline else baseline - accuracy, summary.inference_ms,
-                summary.flash_bytes, summary.sram_bytes, arena_bytes=arena))
+            try:
+                measured.append(one_leaf(leaf))
+            except CollaboptError as exc:   # as the pipeline does: a failed leaf, the rest go on
+                measured.append(selection.LeafMetrics(leaf.path, 0.0, 0, failure=str(exc)))
     chosen = selection.select(measured, {"max_accuracy_drop": 0.03})
-    return {"selected": chosen.selected.path if chosen.selected else None}
+    return {"selected": chosen.selected.path if chosen.selected else None,
+            "failed": [leaf.path for leaf in measured if leaf.failed]}
 
 
 # --- timing ------------------------------------------------------------------------------------
