@@ -351,40 +351,46 @@ def summary_markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-    """Per workload: gzip bytes against U55-128 time (both % of PTQ); the goal's region shaded;
-    colour: accuracy within 1 pt of PTQ or not."""
+    """Per workload: gzip bytes against U55-128 time (both % of PTQ), the goal's region shaded;
+    green: within 1 pt of PTQ's accuracy; each point numbered, the numbers listed below."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     from matplotlib.patches import Rectangle
 
+    from collabopt.pipelines.report import _label_points
+
     workloads = result["workloads"]
-    fig, axes = plt.subplots(1, len(workloads), figsize=(5.2 * len(workloads), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5.4 * len(workloads), 7.2),
+                             squeeze=False)
     for ax, w in zip(axes[0], workloads):
         ax.add_patch(Rectangle((0, 0), 100 * (1 - GOAL["min_gzip_reduction"]),
                                100 * (1 - GOAL["min_u55_time_reduction"]), color="#2e7d32",
-                               alpha=0.12, lw=0, label="goal region"))
-        for r in w["rows"]:
+                               alpha=0.12, lw=0))
+        ax.text(2, 2, "goal", color="#2e7d32", fontsize=9)
+        labels, points = [], []
+        for number, r in enumerate(w["rows"], start=1):
             if r["failed"] or r["vela"][GOAL_TARGET].get("time_ratio") is None:
                 continue
             x, y = 100 * r["gzip_ratio"], 100 * r["vela"][GOAL_TARGET]["time_ratio"]
             ok = r["accuracy_drop"] <= GOAL["max_accuracy_drop"] + 1e-9
-            marker = "*" if r["leaf"] == w["goal"]["leaf"] else "o"
-            ax.scatter([x], [y], s=260 if marker == "*" else 60, marker=marker,
-                       color="#2e7d32" if ok else "#c62828", edgecolor="black", lw=0.6, zorder=3)
-            ax.annotate(f"{r['leaf']} ({100 * r['accuracy_drop']:+.1f} pt)", (x, y),
-                        textcoords="offset points", xytext=(6, 4), fontsize=7.5)
-        ax.scatter([], [], color="#2e7d32", edgecolor="black", label="<= 1 pt accuracy drop")
-        ax.scatter([], [], color="#c62828", edgecolor="black", label="> 1 pt drop")
-        ax.scatter([], [], marker="*", s=160, color="white", edgecolor="black",
-                   label="best PCQAT leaf")
-        ax.set_xlim(0, 115)
-        ax.set_ylim(0, 115)
+            best = r["leaf"] == w["goal"]["leaf"]
+            color = "#2e7d32" if ok else "#c62828"
+            ax.scatter([x], [y], s=240 if best else 55, marker="*" if best else "o", color=color,
+                       edgecolor="black", lw=0.6, zorder=3,
+                       label=f"{number}  {r['leaf']}  ({100 * r['accuracy_drop']:+.1f} pt)")
+            labels.append(str(number))
+            points.append((x, y))
+        _label_points(ax, labels, points)
+        ax.set_xlim(0, 112)
+        ax.set_ylim(0, 112)
         ax.set_xlabel("gzip bytes, % of int8 PTQ")
         ax.set_ylabel("Ethos-U55-128 inference time, % of int8 PTQ")
         ax.set_title(f"{w['name']}: goal {'met' if w['goal_met'] else 'missed'}", fontsize=11)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="upper left")
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False,
+                  title="int8 accuracy drop vs PTQ (green: <= 1 pt; star: best PCQAT)",
+                  title_fontsize=7.5)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -416,7 +422,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--from-json", action="store_true",
+                        help="rewrite the Markdown and the plot from OUT/compression.json")
     args = parser.parse_args()
+    if args.from_json:
+        with open(os.path.join(args.out, "compression.json")) as f:
+            write(json.load(f), args.out)
+        return
     from collabopt.components.core.training import TrainingParams
 
     training = TrainingParams()
