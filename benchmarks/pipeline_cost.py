@@ -228,6 +228,21 @@ def executions(metadata: str) -> dict[str, int]:
     return states
 
 
+def step_seconds(metadata: str) -> dict[str, float]:
+    """Seconds per component type in the store's first run (its executions' start to end)."""
+    from collabopt.pipelines.metadata.store import open_store
+
+    store = open_store(metadata, readonly=True)
+    first = min(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.create_time_since_epoch)
+    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    seconds: dict[str, float] = {}
+    for e in store.get_executions_by_context(first.id):
+        name = types[e.type_id]
+        seconds[name] = seconds.get(name, 0.0) + (
+            e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000
+    return {k: round(v, 1) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
+
+
 def mean(runs: list[dict], key: str) -> float:
     return sum(r[key] for r in runs) / len(runs)
 
@@ -239,25 +254,33 @@ def markdown(r: dict) -> str:
     lines = [f"The pipeline against a bare script doing the same work (digits, leaves "
              f"{', '.join(r['leaves'])}, {r['epochs']} epochs, {TARGET}; {r['repeats']} "
              f"alternating rounds on this {r['cores']}-core machine, means):", "",
-             "| run | wall s | x bare | CPU s | cores busy | peak RSS MB | x bare |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | wall s | x bare | CPU s | x bare | cores busy | peak RSS MB | x bare |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in ("bare", "local", "beam", "beam_multi_processing"):
         if name not in a:
             continue
         m = a[name]
         lines.append(f"| {m['label']} | {m['wall_s']:.0f} | {m['wall_over_bare']:.2f} | "
-                     f"{m['cpu_s']:.0f} | {m['cores_busy']:.2f} | {m['peak_rss_mb']:.0f} | "
-                     f"{m['rss_over_bare']:.2f} |")
+                     f"{m['cpu_s']:.0f} | {m['cpu_over_bare']:.2f} | {m['cores_busy']:.2f} | "
+                     f"{m['peak_rss_mb']:.0f} | {m['rss_over_bare']:.2f} |")
+    steps = r.get("local_steps_s")
+    if steps:
+        lines += ["", "Where a local run's time goes (seconds per component, summed over its "
+                  "executions): " + ", ".join(f"{k} {v:.0f}" for k, v in steps.items()) + "."]
     c = r["cached"]
+    cached = ", ".join(f"{n} {state.lower()}" for state, n in c["executions"].items())
     lines += ["", f"Re-running the unchanged config took {c['wall_s']:.0f} s, "
               f"{c['over_first']:.2f}x the first run's {c['first_wall_s']:.0f} s "
-              f"({c['executions']}).", "",
-              "| model width | parameters | x params | wall s | x time | peak RSS MB | x RSS |",
-              "|---|---|---|---|---|---|---|"]
+              f"(executions: {cached}).", "",
+              "| model width | parameters | x params | wall s | x time | CPU s | x CPU | "
+              "peak RSS MB | x RSS |", "|---|---|---|---|---|---|---|---|---|"]
     for s in r["sizes"]:
         lines.append(f"| {s['width']}x | {s['parameters']:,} | {s['params_ratio']:.1f} | "
-                     f"{s['wall_s']:.0f} | {s['wall_ratio']:.2f} | {s['peak_rss_mb']:.0f} | "
+                     f"{s['wall_s']:.0f} | {s['wall_ratio']:.2f} | {s['cpu_s']:.0f} | "
+                     f"{s['cpu_s'] / r['sizes'][0]['cpu_s']:.2f} | {s['peak_rss_mb']:.0f} | "
                      f"{s['rss_ratio']:.2f} |")
+    lines += ["", "Wall times on this shared machine move with other users' load (cores busy "
+              "below 1 means the run waited for a core); CPU seconds are the steadier figure."]
     g = r["goals"]
     lines += ["", f"Goals: pipeline <= {PIPELINE_OVER_BARE_AT_MOST}x the bare script "
               f"({'met' if g['pipeline_over_bare']['goal_met'] else 'missed'}: "
@@ -275,7 +298,24 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--bare", default=None, help=argparse.SUPPRESS)   # child: the bare script
     parser.add_argument("--width", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--from-json", action="store_true",
+                        help="rewrite the Markdown from OUT/pipeline_cost.json (and, with "
+                             "--workdir, the per-component seconds from its stores)")
     args = parser.parse_args()
+    if args.from_json:
+        path = os.path.join(args.out, "pipeline_cost.json")
+        with open(path) as f:
+            result = json.load(f)
+        for m in result["alternating"].values():
+            m["cpu_over_bare"] = round(m["cpu_s"] / result["alternating"]["bare"]["cpu_s"], 3)
+        if args.workdir:
+            result["local_steps_s"] = step_seconds(os.path.join(
+                args.workdir, "runs", f"local{result['repeats'] - 1}", "metadata.sqlite"))
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+        with open(os.path.join(args.out, "pipeline_cost.md"), "w") as f:
+            f.write(markdown(result))
+        return
     if args.bare:
         print(json.dumps(bare(args.bare, args.width)))
         return
@@ -301,6 +341,7 @@ def main() -> None:
               "beam": "`collabopt run --runner beam`",
               "beam_multi_processing": "beam, multi_processing x2 workers"}
     bare_wall, bare_rss = mean(runs["bare"], "wall_s"), mean(runs["bare"], "peak_rss_mb")
+    bare_cpu = mean(runs["bare"], "cpu_s")
     alternating = {}
     for name, results in runs.items():
         wall, rss = mean(results, "wall_s"), mean(results, "peak_rss_mb")
@@ -308,7 +349,9 @@ def main() -> None:
             "label": labels[name], "runs": results, "wall_s": round(wall, 1),
             "cpu_s": round(mean(results, "cpu_s"), 1),
             "cores_busy": round(mean(results, "cores_busy"), 2), "peak_rss_mb": round(rss),
-            "wall_over_bare": round(wall / bare_wall, 3), "rss_over_bare": round(rss / bare_rss, 3)}
+            "wall_over_bare": round(wall / bare_wall, 3),
+            "cpu_over_bare": round(mean(results, "cpu_s") / bare_cpu, 3),
+            "rss_over_bare": round(rss / bare_rss, 3)}
     first_wall = runs["local"][-1]["wall_s"]
     cached_summary = {**cached, "first_wall_s": first_wall,
                       "over_first": round(cached["wall_s"] / first_wall, 3)}
@@ -334,6 +377,8 @@ def main() -> None:
                               "goal_met": cached_summary["over_first"] <= CACHED_OVER_FIRST_AT_MOST},
     }
     result = {"cores": os.cpu_count(), "python": platform.python_version(), "leaves": LEAVES,
+              "local_steps_s": step_seconds(os.path.join(workdir, "runs", last_local,
+                                                         "metadata.sqlite")),
               "epochs": EPOCHS, "repeats": args.repeats, "alternating": alternating,
               "cached": cached_summary, "sizes": sizes, "goals": goals,
               "goal_met": all(g["goal_met"] for g in goals.values())}
