@@ -59,7 +59,7 @@ U55 = "ethos-u55-128"
 
 def leaf_rows(metadata: str) -> list[dict]:
     """Every leaf of the latest run against the PTQ baseline (ratios), selected one marked."""
-    from collabopt.pipelines.leaves import read_leaves
+    from collabopt.pipelines.metadata.read import read_leaves
 
     records = read_leaves(metadata)
     base = next(r for r in records if r.path == "ptq")

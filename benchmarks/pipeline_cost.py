@@ -21,7 +21,7 @@ Each run is its own child process; wall time, CPU time (user + system: CPU / wal
 of the cores it kept busy) and peak RSS (largest process of its tree, from wait4) are its own.
 Goals (`goal_met` in the JSON): pipeline (local) <= 1.25x the bare script's wall time; cached
 re-run <= 10 % of the first run. Writes `benchmarks/results/pipeline_cost.json` and
-`pipeline_cost.md`. Not a test; about 25 minutes on 2 cores.
+`pipeline_cost.md` (and `pipeline_cost_summary.md`, a few lines for README.md). Not a test; about 25 minutes on 2 cores.
 
     .venv/bin/python benchmarks/pipeline_cost.py [--repeats 2] [--out DIR] [--workdir DIR]
 """
@@ -291,6 +291,36 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(r: dict) -> str:
+    """A few lines for README.md; the full tables are in pipeline_cost.md."""
+    a, c, g = r["alternating"], r["cached"], r["goals"]
+    local, beam = a["local"], a["beam"]
+    sizes = r["sizes"]
+    grown = "; ".join(f"{s['params_ratio']:.0f}x the parameters: {s['cpu_s'] / sizes[0]['cpu_s']:.2f}x "
+                      f"the CPU time and {s['rss_ratio']:.2f}x the peak memory"
+                      for s in sizes[1:])
+    return (
+        f"A `collabopt run` of a {len(r['leaves'])}-leaf tree took {local['wall_over_bare']:.2f}x "
+        f"the wall time, {local['cpu_over_bare']:.2f}x the CPU time and "
+        f"{local['rss_over_bare']:.2f}x the peak memory of a bare script doing the same work "
+        f"(BeamDagRunner: {beam['wall_over_bare']:.2f}x, {beam['cpu_over_bare']:.2f}x, "
+        f"{beam['rss_over_bare']:.2f}x). Re-running it unchanged took {c['over_first']:.2f}x the "
+        f"first run. A wider model, {grown}. Goals: pipeline <= {PIPELINE_OVER_BARE_AT_MOST}x "
+        f"the bare script {'met' if g['pipeline_over_bare']['goal_met'] else 'missed'}, cached "
+        f"re-run <= {CACHED_OVER_FIRST_AT_MOST:.0%} "
+        f"{'met' if g['cached_over_first']['goal_met'] else 'missed'}. Every figure: "
+        "[benchmarks/results/pipeline_cost.md](benchmarks/results/pipeline_cost.md).\n")
+
+
+def write_markdown(result: dict, out: str) -> str:
+    table = markdown(result)
+    with open(os.path.join(out, "pipeline_cost.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out, "pipeline_cost_summary.md"), "w") as f:
+        f.write(summary_markdown(result))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -313,8 +343,7 @@ def main() -> None:
                 args.workdir, "runs", f"local{result['repeats'] - 1}", "metadata.sqlite"))
         with open(path, "w") as f:
             json.dump(result, f, indent=2)
-        with open(os.path.join(args.out, "pipeline_cost.md"), "w") as f:
-            f.write(markdown(result))
+        write_markdown(result, args.out)
         return
     if args.bare:
         print(json.dumps(bare(args.bare, args.width)))
@@ -385,10 +414,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "pipeline_cost.json"), "w") as f:
         json.dump(result, f, indent=2)
-    table = markdown(result)
-    with open(os.path.join(args.out, "pipeline_cost.md"), "w") as f:
-        f.write(table)
-    print(table)
+    print(write_markdown(result, args.out))
 
 
 if __name__ == "__main__":
