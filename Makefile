@@ -48,8 +48,12 @@ test: $(STAMP)
 test-core: $(STAMP)
 	$(BIN)/python -m pytest -q tests/components/core $(PYTEST_ARGS)
 
+# About an hour on 2 cores: each script writes benchmarks/results/, then README.md's Results
+# section is regenerated from those files.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/demo_run.py
+	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/pipeline_cost.py
 	$(BIN)/python benchmarks/update_readme.py
 
 clean:

@@ -69,9 +69,25 @@ MAX_ACCURACY_DROP_KEY = "max_accuracy_drop"
 MAX_TFLITE_BYTES_KEY = "max_tflite_bytes"
 MAX_INFERENCE_MS_KEY = "max_inference_ms"
 MAX_SRAM_BYTES_KEY = "max_sram_bytes"
+MAX_ARENA_BYTES_KEY = "max_arena_bytes"
+
+# Evaluator / Selector: the names of the Ethos-U targets, primary first (JSON list). The
+# Evaluator's Vela inputs are VELA_MODEL_KEY (primary) and `vela_model_<i>` for the others; the
+# Selector's blessings are BLESSING_KEY (primary) and `blessing_<i>` for the others.
+TARGETS_KEY = "targets"
 
 # Selector parameters
 THRESHOLDS_KEY = "thresholds"
 OBJECTIVE_KEY = "objective"
 OBJECTIVE_TOLERANCE_KEY = "objective_tolerance"
 SEARCH_TRACE_KEY = "search_trace"
+
+
+def extra_vela_model_key(index: int) -> str:
+    """The Evaluator's input key of the Vela model for target `index` (>= 1)."""
+    return f"{VELA_MODEL_KEY}_{index}"
+
+
+def extra_blessing_key(index: int) -> str:
+    """The Selector's output key of the blessing for target `index` (>= 1)."""
+    return f"{BLESSING_KEY}_{index}"

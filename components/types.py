@@ -55,6 +55,10 @@ REFERENCE_ACCURACY = "reference_accuracy"    # the incoming model's, on the same
 QUANTIZATION = "quantization"
 TFLITE_BYTES = "tflite_bytes"
 GZIP_BYTES = "gzip_bytes"
+# TFLiteModel, copied to the ModelEvaluation: TensorFlow Lite for Microcontrollers (core/tflm.py)
+ARENA_BYTES = "arena_bytes"                # tensor arena TFLM needs; unset when it cannot run it
+TFLM_UNSUPPORTED_OPS = "tflm_unsupported_ops"  # JSON list of operators TFLM has no kernel for
+TFLM_ERROR = "tflm_error"                  # why TFLM cannot run the model, when it cannot
 
 # VelaModel
 TARGET = "target"                          # accelerator_config, e.g. "ethos-u55-128"
@@ -83,6 +87,10 @@ SELECTED = "selected"                      # int 1 on the leaf the selector pick
 # ModelEvaluation: the evaluator copies the leaf's figures here so the selector reads one artifact.
 TFLITE_URI = "tflite_uri"
 VELA_URI = "vela_uri"
+# ModelEvaluation: every target's Vela figures and verdict, primary target first. JSON list of
+# {"target": name, "accelerator_config", "inference_ms", "sram_bytes", "flash_bytes",
+#  "dram_bytes", "npu_ops", "cpu_ops", "vela_uri", "blessed": 0/1, "reasons": [...]}.
+PER_TARGET = "per_target"
 
 # Selector outputs (Model and ModelBlessing)
 SELECTED_PATH = "selected_path"            # technique path of the leaf chosen, "" if none
@@ -93,3 +101,6 @@ CLOSEST_PATH = "closest_path"              # when none was selected: the nearest
 TIED = "tied"                              # JSON list: leaves within objective_tolerance of the best
 FAILED_LEAVES = "failed_leaves"            # JSON list of the leaves that could not be built
 SEARCH_TRACE = "search_trace"              # JSON: the levels `mode: search` tried and why it stopped
+# Selector ModelBlessings: one per target. `target` (above) names the target the blessing is for;
+# `primary` is 1 on the one a Pusher consumes (the first target's).
+PRIMARY = "primary"

@@ -134,14 +134,16 @@ class TargetConfig(_Section):
 
 
 class Thresholds(_Section):
-    """What a leaf must meet to be deployable; each is optional. Latency and SRAM are read from the
-    first target in `targets`."""
+    """What a leaf must meet to be deployable; each is optional. Latency and SRAM are judged per
+    target in `targets` (each target gets its own selected leaf; the first target's is pushed);
+    `max_arena_bytes` is TensorFlow Lite for Microcontrollers' tensor arena."""
 
     min_accuracy: Optional[float] = None
     max_accuracy_drop: Optional[float] = None
     max_tflite_bytes: Optional[int] = None
     max_inference_ms: Optional[float] = None
     max_sram_bytes: Optional[int] = None
+    max_arena_bytes: Optional[int] = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -196,6 +198,13 @@ class PipelineConfig(_Section):
             raise ValueError("data.examples: the directory of TFRecord splits is required")
         self.pruning.levels, self.clustering.levels  # noqa: B018 (non-empty lists)
         return self
+
+    def target_names(self) -> list[str]:
+        """The targets' names (core.vela.target_names), primary first."""
+        from collabopt.components import params
+        from collabopt.components.core.vela import target_names
+
+        return target_names([params.vela_options(t.model_dump()) for t in self.targets])
 
     def all_leaves(self) -> list[Leaf]:
         """Every leaf of the tree: each template at every combination of its levels."""

@@ -27,7 +27,7 @@ from collabopt.components import types as t
 from collabopt.components.core.errors import CollaboptError
 from collabopt.components.core.leaves import sort_key as leaf_sort_key, template_of
 from collabopt.pipelines.lineage import format_value
-from collabopt.pipelines.metadata.leaves import LeafRecord, leaves_of_run
+from collabopt.pipelines.metadata.leaves import LeafRecord, leaves_of_run, selections_of_run
 from collabopt.pipelines.metadata.lineage import Lineage, selected_model, trace
 from collabopt.pipelines.metadata.read import open_reader
 from collabopt.pipelines.metadata.reader import artifact_properties
@@ -136,7 +136,9 @@ def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None,
         plot_search(selection.search_trace, os.path.join(out_dir, SEARCH_PNG))
         figures["search"] = SEARCH_PNG
 
-    primary_target = next((r.vela[0].get(t.TARGET) for r in records if r.vela), None)
+    primary_target = next((r.vela[0].get("name") or r.vela[0].get(t.TARGET)
+                           for r in records if r.vela), None)
+    per_target = [s for s in selections_of_run(run) if s.target is not None]
     page = _render(
         pipeline_name=reader.pipeline_of(run_context),
         run_id=run_context.name, run_state=choice.shown.state, run_started=choice.shown.started,
@@ -145,6 +147,7 @@ def build_report(metadata_uri: str, out: str, run_id: Optional[str] = None,
         selection=selection, focus_note=focus_note, focus_path=focus.path,
         leaves=[_leaf_row(r, focus) for r in records], figures=figures,
         pareto_caption=pareto_caption, primary_target=primary_target, weights=weights,
+        per_target=per_target if len(per_target) > 1 else [],
         lineage_start=_artifact_name(lineage.artifacts[lineage.root]),
         executions=_execution_rows(lineage))
     with open(index, "w", encoding="utf-8") as f:
@@ -173,14 +176,25 @@ def _leaf_row(r: LeafRecord, focus: LeafRecord) -> dict[str, Any]:
         return _fmt(value, ",") + (" (DRAM)" if kind == "DRAM" else "")
 
     targets = [{
-        "target": v.get(t.TARGET) or "–", "ms": _fmt(v.get(t.INFERENCE_MS), ".4f"),
+        "target": v.get("name") or v.get(t.TARGET) or "–",
+        "ms": _fmt(v.get(t.INFERENCE_MS), ".4f"),
         "sram": _fmt(v.get(t.SRAM_BYTES), ","), "flash": off_chip(v),
         "ops": f"{_fmt(v.get(t.NPU_OPS), 'd')}/{_fmt(v.get(t.CPU_OPS), 'd')}",
-    } for v in r.vela] or [{"target": "–", "ms": "–", "sram": "–", "flash": "–", "ops": "–"}]
+        # a run judged per target: this target's own verdict (None: not judged per target)
+        "judged": v.get("selected") is not None, "selected": bool(v.get("selected")),
+        "blessed": bool(v.get("blessed")), "reasons": list(v.get("reasons") or []),
+    } for v in r.vela] or [{"target": "–", "ms": "–", "sram": "–", "flash": "–", "ops": "–",
+                            "judged": False}]
+    if r.arena_bytes is not None:
+        arena = _fmt(r.arena_bytes, ",")
+    else:
+        arena = ("no TFLM: " + ", ".join(r.tflm_unsupported_ops)
+                 if r.tflm_unsupported_ops else "–")
     return {
         "path": r.path, "int8_accuracy": _fmt(r.int8_accuracy, ".4f"),
         "accuracy_drop": _fmt(r.accuracy_drop, "+.4f"), "tflite_bytes": _fmt(r.tflite_bytes, ","),
-        "gzip_bytes": _fmt(r.gzip_bytes, ","), "sparsity": _fmt(r.sparsity, ".2f"),
+        "gzip_bytes": _fmt(r.gzip_bytes, ","), "arena_bytes": arena,
+        "sparsity": _fmt(r.sparsity, ".2f"),
         "max_unique_per_kernel": _fmt(r.max_unique_per_kernel, "d"),
         "max_unique_per_channel": _fmt(getattr(r, "max_unique_per_channel", None), "d"),
         "targets": targets,

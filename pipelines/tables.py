@@ -59,7 +59,9 @@ def fit_table(console: Console, title: Optional[str], columns: Sequence[ColumnSp
         for row in rows:
             note = row[note_column]
             if note and (not isinstance(note, Text) or note.plain):
-                line = Text.assemble(Text(str(row[0]) + ": ", style="bold"),
+                # A row without a key continues the row above it (e.g. a further target).
+                key = Text(str(row[0]) + ": ", style="bold") if row[0] else Text("  ")
+                line = Text.assemble(key,
                                      note if isinstance(note, Text) else Text.from_markup(note))
                 notes.append(line)
     keys = body[:key_columns]

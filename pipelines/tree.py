@@ -52,6 +52,7 @@ class _TreeBuilder:
                 keys.EPOCHS_KEY, keys.MAX_EPOCHS_KEY, keys.PATIENCE_KEY,
                 keys.RECOVERY_TOLERANCE_KEY, keys.VALIDATION_FRACTION_KEY,
                 keys.LEARNING_RATE_KEY, keys.SEED_KEY)}
+        self.target_names = config.target_names()
 
     def add(self, node):
         self.nodes.append(node)
@@ -136,31 +137,39 @@ class _TreeBuilder:
             num_calibration_samples=conv.num_calibration_samples,
             **self.data_kwargs).with_id(f"TFLiteConverter_{key}"))
         tflite = converter.outputs[keys.TFLITE_MODEL_KEY]
-        vela_models = []
-        for index, target in enumerate(self.config.targets):
+        vela_models = {}
+        for index, (target, name) in enumerate(zip(self.config.targets, self.target_names)):
             vela = self.add(VelaCompiler(
                 tflite_model=tflite, accelerator_config=target.accelerator_config,
                 system_config=target.system_config, memory_mode=target.memory_mode,
                 optimise=target.optimise,
             ).with_id(f"VelaCompiler_{key}_{_target_key(target.accelerator_config, index)}"))
-            vela_models.append(vela.outputs[keys.VELA_MODEL_KEY])
+            vela_models[name] = vela.outputs[keys.VELA_MODEL_KEY]
         baseline = None if leaf.is_baseline else self.evaluations[BASELINE_LEAF]
+        # One target: its Vela model alone (the spec of a one-target pipeline is unchanged);
+        # several: every target's, judged per target.
+        vela_inputs = ({"vela_models": vela_models} if len(vela_models) > 1
+                       else {"vela_model": next(iter(vela_models.values()))})
         evaluator = self.add(Evaluator(
-            tflite_model=tflite, examples=self.examples, vela_model=vela_models[0],
+            tflite_model=tflite, examples=self.examples, **vela_inputs,
             baseline_evaluation=baseline, **self.config.thresholds.as_dict(),
             **self.data_kwargs).with_id(f"Evaluator_{key}"))
         self.evaluations[path] = evaluator.outputs[keys.EVALUATION_KEY]
 
-    def selector(self, node_id: str, search_trace: Optional[str] = None) -> Selector:
+    def selector(self, node_id: str, search_trace: Optional[str] = None,
+                 per_target: bool = False) -> Selector:
+        """A Selector over the leaves evaluated so far; `per_target`: one blessing per target
+        (the final Selector), else the primary target's only (progressive mode's gates)."""
+        targets = self.target_names if per_target and len(self.target_names) > 1 else None
         return self.add(Selector(
             evaluations=dict(self.evaluations),
             thresholds=self.config.thresholds.as_dict(),
             objective=self.config.objective,
             objective_tolerance=self.config.objective_tolerance,
-            search_trace=search_trace).with_id(node_id))
+            search_trace=search_trace, targets=targets).with_id(node_id))
 
     def select_and_push(self, search_trace: Optional[str] = None, push: bool = True) -> None:
-        selector = self.selector("Selector", search_trace)
+        selector = self.selector("Selector", search_trace, per_target=True)
         if not push:
             return
         self.add(tfx.components.Pusher(

@@ -48,3 +48,7 @@ class ConversionError(CollaboptError):
 
 class VelaCompileError(CollaboptError):
     """Vela could not compile a model for the Ethos-U target."""
+
+
+class TFLMError(CollaboptError):
+    """TensorFlow Lite for Microcontrollers cannot load or run a model."""

@@ -27,12 +27,14 @@ THRESHOLD_FIELDS: dict[str, tuple[str, str]] = {
     "max_tflite_bytes": ("tflite_bytes", "max"),
     "max_inference_ms": ("inference_ms", "max"),
     "max_sram_bytes": ("sram_bytes", "max"),
+    "max_arena_bytes": ("arena_bytes", "max"),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class LeafMetrics:
-    """What was measured on one leaf; Vela figures are those of the primary target."""
+    """What was measured on one leaf; Vela figures are those of one target (`target`; the
+    primary target when it is not named). `arena_bytes` is TFLM's tensor arena (core/tflm.py)."""
 
     path: str
     int8_accuracy: float
@@ -42,6 +44,8 @@ class LeafMetrics:
     flash_bytes: Optional[int] = None
     sram_bytes: Optional[int] = None
     failure: Optional[str] = None      # why the leaf could not be built (a failed leaf)
+    arena_bytes: Optional[int] = None
+    target: Optional[str] = None
 
     def value(self, field: str) -> Optional[float]:
         return getattr(self, field)
@@ -77,15 +81,16 @@ class Miss:
 class Thresholds:
     """What a leaf must meet to be deployable; None means "not checked".
 
-    Latency and SRAM come from Vela (the primary target); the accuracy drop is measured against the
-    baseline leaf and does not apply to the baseline itself.
+    Latency and SRAM come from Vela (per target); the arena from TFLM; the accuracy drop is
+    measured against the baseline leaf and does not apply to the baseline itself.
     """
 
     min_accuracy: Optional[float] = None        # int8 .tflite accuracy on the eval split, [0, 1]
     max_accuracy_drop: Optional[float] = None   # baseline accuracy - accuracy, [0, 1]
     max_tflite_bytes: Optional[int] = None      # size of the .tflite, > 0
     max_inference_ms: Optional[float] = None    # Vela's estimated inference time, > 0
-    max_sram_bytes: Optional[int] = None        # Vela's SRAM (tensor arena) use, > 0
+    max_sram_bytes: Optional[int] = None        # Vela's SRAM use on the NPU target, > 0
+    max_arena_bytes: Optional[int] = None       # TFLM's tensor arena on a microcontroller, > 0
 
     def __post_init__(self):
         for name in ("min_accuracy", "max_accuracy_drop"):
@@ -93,7 +98,7 @@ class Thresholds:
             if value is not None and not (_is_number(value) and 0.0 <= value <= 1.0):
                 raise ConfigError(f"{name}={value!r} is out of range; it must be in [0, 1] "
                                   "(a fraction, e.g. 0.9 for 90 %).")
-        for name in ("max_tflite_bytes", "max_sram_bytes"):
+        for name in ("max_tflite_bytes", "max_sram_bytes", "max_arena_bytes"):
             value = getattr(self, name)
             if value is not None and not (_is_int(value) and value > 0):
                 raise ConfigError(f"{name}={value!r} is out of range; it must be an integer > 0 "
@@ -233,6 +238,15 @@ def select(leaves: Sequence[LeafMetrics], thresholds: Mapping[str, float],
         None, (), closest, closest_misses,
         f"No leaf meets the thresholds; closest is {closest.path}: "
         + "; ".join(m.describe() for m in closest_misses) + "." + failed_note)
+
+
+def select_per_target(leaves: Mapping[str, Sequence[LeafMetrics]], thresholds: Mapping[str, float],
+                      objective: Objective | str = Objective.LATENCY,
+                      tolerance: float = DEFAULT_OBJECTIVE_TOLERANCE) -> dict[str, Selection]:
+    """`select` once per target: `leaves` maps a target's name to every leaf measured with that
+    target's Vela figures (the accuracy and size are the leaf's own). Keeps the targets' order."""
+    return {target: select(measured, thresholds, objective, tolerance)
+            for target, measured in leaves.items()}
 
 
 def _figures(leaf: LeafMetrics) -> str:

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Sequence
 
 from ethosu.vela.architecture_features import CONFIG_FILES_PATH, Accelerator
 
@@ -342,6 +343,25 @@ def _check_vela_counts(summary: VelaSummary, stdout: str) -> None:
                         printed, summary.cpu_ops, summary.npu_ops)
 
 
+def target_names(targets: Sequence[VelaOptions]) -> list[str]:
+    """A name for each target, in order: its accelerator_config, followed by the options that tell
+    it apart from other targets on the same accelerator ('ethos-u55-128' next to
+    'ethos-u55-128/Size'; '#<index>' for identical targets)."""
+    names = []
+    for index, target in enumerate(targets):
+        same = [t for t in targets if t.accelerator_config == target.accelerator_config]
+        parts = [target.accelerator_config]
+        if len(same) > 1:
+            for field in ("system_config", "memory_mode", "optimise"):
+                values = {str(getattr(t, field).value if isinstance(getattr(t, field), Optimise)
+                              else getattr(t, field)) for t in same}
+                if len(values) > 1:
+                    value = getattr(target, field)
+                    parts.append(value.value if isinstance(value, Optimise) else str(value))
+        names.append("/".join(parts))
+    return [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]
+
+
 def _tail(text: str, lines: int = 12, chars: int = 2000) -> str:
     kept = [line.rstrip() for line in (text or "").strip().splitlines() if line.strip()][-lines:]
     tail = " | ".join(kept)
@@ -350,4 +370,4 @@ def _tail(text: str, lines: int = 12, chars: int = 2000) -> str:
 
 __all__ = ["ACCELERATOR_CONFIGS", "DEFAULT_CONFIG_FILE", "DEFAULT_SYSTEM_CONFIGS", "Optimise",
            "VelaOptions", "VelaSummary", "VelaResult", "compile_model", "parse_summary_csv",
-           "count_cpu_ops", "cpu_operators"]
+           "count_cpu_ops", "cpu_operators", "target_names"]

@@ -46,7 +46,6 @@ class Executor(LeafStepExecutor):
 
         tflite_artifact = artifact_io.single(input_dict, keys.TFLITE_MODEL_KEY)
         baseline = artifact_io.optional_single(input_dict, keys.BASELINE_EVALUATION_KEY)
-        vela_model = artifact_io.optional_single(input_dict, keys.VELA_MODEL_KEY)
         evaluation = artifact_io.single(output_dict, keys.EVALUATION_KEY)
         blessing = artifact_io.single(output_dict, keys.BLESSING_KEY)
         thresholds = thresholds_from(exec_properties)
@@ -64,16 +63,16 @@ class Executor(LeafStepExecutor):
             accuracy_drop = math.nan  # the baseline leaf failed: the drop cannot be measured
         else:
             accuracy_drop = baseline_accuracy - int8_accuracy
-        measured = LeafMetrics(
-            path=technique,
-            int8_accuracy=int8_accuracy,
-            tflite_bytes=len(tflite_bytes),
-            accuracy_drop=accuracy_drop,
-            inference_ms=_float_or_none(artifact_io.get_property(vela_model, types.INFERENCE_MS)),
-            flash_bytes=_int_or_none(artifact_io.get_property(vela_model, types.FLASH_BYTES)),
-            sram_bytes=_int_or_none(artifact_io.get_property(vela_model, types.SRAM_BYTES)),
-        )
-        reasons = missed_thresholds(measured, thresholds)
+        arena = _int_or_none(artifact_io.get_property(tflite_artifact, types.ARENA_BYTES))
+        unsupported = artifact_io.get_property(tflite_artifact, types.TFLM_UNSUPPORTED_OPS)
+        leaf = LeafMetrics(path=technique, int8_accuracy=int8_accuracy,
+                           tflite_bytes=len(tflite_bytes), accuracy_drop=accuracy_drop,
+                           arena_bytes=arena)
+        per_target = [_judge_target(leaf, name, vela, thresholds)
+                      for name, vela in _vela_models(input_dict, exec_properties)]
+        primary = per_target[0] if per_target else None
+        measured = dataclasses.replace(leaf, **(_figures(primary) if primary else {}))
+        reasons = primary["reasons"] if primary else missed_thresholds(measured, thresholds)
         blessed = not reasons
         logging.info("%s: accuracy %.4f, blessed=%s, reasons=%s", technique,
                      measured.int8_accuracy, blessed, reasons)
@@ -86,17 +85,21 @@ class Executor(LeafStepExecutor):
             types.TECHNIQUE_PATH: technique,
             types.QUANTIZATION: artifact_io.get_property(tflite_artifact, types.QUANTIZATION),
             types.TFLITE_BYTES: measured.tflite_bytes,
+            types.ARENA_BYTES: measured.arena_bytes,
+            types.TFLM_UNSUPPORTED_OPS: unsupported,
             types.INFERENCE_MS: measured.inference_ms,
             types.SRAM_BYTES: measured.sram_bytes,
             types.FLASH_BYTES: measured.flash_bytes,
-            types.TARGET: artifact_io.get_property(vela_model, types.TARGET),
+            types.TARGET: primary["accelerator_config"] if primary else None,
             types.TFLITE_URI: tflite_artifact.uri,
-            types.VELA_URI: vela_model.uri if vela_model else None,
+            types.VELA_URI: primary["vela_uri"] if primary else None,
+            types.PER_TARGET: per_target or None,
             types.BLESSED: int(blessed),
             types.REASONS: json.dumps(reasons),
         }
         artifact_io.set_properties(evaluation, values)
-        report = {k: v for k, v in values.items() if v is not None and k != types.REASONS}
+        report = {k: v for k, v in values.items()
+                  if v is not None and k not in (types.REASONS, types.TFLM_UNSUPPORTED_OPS)}
         report[types.REASONS] = reasons
         report["thresholds"] = {k: v for k, v in dataclasses.asdict(thresholds).items()
                                 if v is not None}
@@ -122,6 +125,66 @@ class Executor(LeafStepExecutor):
         logging.info("Blessing %s written to %s", marker, blessing.uri)
 
 
+def target_names(input_dict: Dict[str, List[tfx_types.Artifact]],
+                 exec_properties: Dict[str, Any]) -> list[str]:
+    """The targets' names, primary first: the `targets` parameter, else each Vela model's
+    accelerator_config."""
+    names = exec_properties.get(keys.TARGETS_KEY)
+    if names:
+        return list(json.loads(names))
+    found = []
+    for key in _vela_keys(input_dict):
+        vela = artifact_io.optional_single(input_dict, key)
+        found.append(str(artifact_io.get_property(vela, types.TARGET) or key))
+    return found
+
+
+def _vela_keys(input_dict: Dict[str, List[tfx_types.Artifact]]) -> list[str]:
+    extra = sorted((k for k in input_dict if k.startswith(keys.VELA_MODEL_KEY + "_")),
+                   key=lambda k: int(k.rsplit("_", 1)[1]))
+    return [keys.VELA_MODEL_KEY, *extra]
+
+
+def _vela_models(input_dict, exec_properties):
+    """(target name, VelaModel) for every target that has a Vela model, primary first."""
+    pairs = []
+    for name, key in zip(target_names(input_dict, exec_properties), _vela_keys(input_dict)):
+        vela = artifact_io.optional_single(input_dict, key)
+        if vela is not None:
+            pairs.append((name, vela))
+    return pairs
+
+
+def _judge_target(leaf: LeafMetrics, name: str, vela: tfx_types.Artifact,
+                  thresholds: Thresholds) -> Dict[str, Any]:
+    """One target's figures and verdict (a target whose Vela step failed misses every Vela
+    threshold, and says why)."""
+    figures = {
+        "target": name,
+        "accelerator_config": artifact_io.get_property(vela, types.TARGET),
+        "inference_ms": _float_or_none(artifact_io.get_property(vela, types.INFERENCE_MS)),
+        "sram_bytes": _int_or_none(artifact_io.get_property(vela, types.SRAM_BYTES)),
+        "flash_bytes": _int_or_none(artifact_io.get_property(vela, types.FLASH_BYTES)),
+        "dram_bytes": _int_or_none(artifact_io.get_property(vela, types.DRAM_BYTES)),
+        "npu_ops": _int_or_none(artifact_io.get_property(vela, types.NPU_OPS)),
+        "cpu_ops": _int_or_none(artifact_io.get_property(vela, types.CPU_OPS)),
+        "vela_uri": vela.uri,
+    }
+    measured = dataclasses.replace(leaf, target=name, **_figures(figures))
+    reasons = missed_thresholds(measured, thresholds)
+    failure = failure_of(vela)
+    if failure is not None:
+        figures["failure"] = failure.describe()
+        reasons = [failure.describe()] + reasons
+    figures.update(blessed=int(not reasons), reasons=reasons)
+    return figures
+
+
+def _figures(target: Dict[str, Any]) -> Dict[str, Any]:
+    return {"inference_ms": target["inference_ms"], "sram_bytes": target["sram_bytes"],
+            "flash_bytes": target["flash_bytes"]}
+
+
 def _write_marker(uri: str, blessed: bool) -> str:
     fileio.makedirs(uri)
     marker = tfx_evaluator.BLESSED_FILE_NAME if blessed else tfx_evaluator.NOT_BLESSED_FILE_NAME
@@ -134,7 +197,7 @@ def thresholds_from(props: Dict[str, Any]) -> Thresholds:
     """The validated Thresholds from the Evaluator's parameters."""
     return Thresholds(**{name: props.get(name) for name in (
         keys.MIN_ACCURACY_KEY, keys.MAX_ACCURACY_DROP_KEY, keys.MAX_TFLITE_BYTES_KEY,
-        keys.MAX_INFERENCE_MS_KEY, keys.MAX_SRAM_BYTES_KEY)})
+        keys.MAX_INFERENCE_MS_KEY, keys.MAX_SRAM_BYTES_KEY, keys.MAX_ARENA_BYTES_KEY)})
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -34,6 +34,7 @@ class SelectorSpec(types.ComponentSpec):
         keys.OBJECTIVE_KEY: ExecutionParameter(type=str),
         keys.OBJECTIVE_TOLERANCE_KEY: ExecutionParameter(type=float),
         keys.SEARCH_TRACE_KEY: ExecutionParameter(type=str, optional=True),
+        keys.TARGETS_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS: dict = {}
     OUTPUTS = {
@@ -42,11 +43,15 @@ class SelectorSpec(types.ComponentSpec):
     }
 
 
-def spec_for(input_keys) -> type[SelectorSpec]:
-    """A SelectorSpec subclass with one optional ModelEvaluation input per key."""
-    return type("SelectorSpec", (SelectorSpec,), {"INPUTS": {
-        key: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True)
-        for key in input_keys}})
+def spec_for(input_keys, extra_targets: int = 0) -> type[SelectorSpec]:
+    """A SelectorSpec subclass with one optional ModelEvaluation input per key, and one more
+    ModelBlessing output per target after the first (`blessing_1`, ...)."""
+    return type("SelectorSpec", (SelectorSpec,), {
+        "INPUTS": {key: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True)
+                   for key in input_keys},
+        "OUTPUTS": {**SelectorSpec.OUTPUTS, **{
+            keys.extra_blessing_key(i): ChannelParameter(type=standard_artifacts.ModelBlessing)
+            for i in range(1, extra_targets + 1)}}})
 
 
 class Selector(base_component.BaseComponent):
@@ -56,6 +61,12 @@ class Selector(base_component.BaseComponent):
     `blessing` is a standard ModelBlessing, so a stock TFX Pusher deploys the choice. When no leaf
     meets the thresholds the blessing is NOT_BLESSED (the Pusher pushes nothing) and the
     `explanation` property says which leaf came closest and by how much.
+
+    With several Ethos-U targets (`targets`, primary first) it selects once per target, with
+    that target's Vela figures: `blessing` is the primary target's (the one a Pusher consumes,
+    with `model`), and `blessing_1`, `blessing_2`, ... are the others', in order. Every blessing
+    carries `target`, `selected_path`, `explanation`, `ranking` and `closest_path` for its target,
+    and `primary` (1 on `blessing`).
 
     Example:
     ```python
@@ -78,7 +89,8 @@ class Selector(base_component.BaseComponent):
                  thresholds: Optional[Mapping[str, float]] = None,
                  objective: str = Objective.LATENCY.value,
                  objective_tolerance: float = DEFAULT_OBJECTIVE_TOLERANCE,
-                 search_trace: Optional[str] = None):
+                 search_trace: Optional[str] = None,
+                 targets: Optional[Sequence[str]] = None):
         """
         Args:
           evaluations: leaf technique path (e.g. "ptq", "prune75>cluster8>pcqat") -> the channel
@@ -90,6 +102,8 @@ class Selector(base_component.BaseComponent):
             the most accurate of them wins.
           search_trace: JSON of the level search that chose these leaves (`mode: search`),
             recorded on the outputs.
+          targets: the names of the Ethos-U targets the Evaluators judged (their `targets`),
+            primary first: one blessing per target. None: the primary target only.
         """
         if not evaluations:
             raise ConfigError("Selector: give at least one leaf evaluation")
@@ -106,12 +120,19 @@ class Selector(base_component.BaseComponent):
         if not 0 <= float(objective_tolerance) <= 1:
             raise ConfigError(f"Selector: objective_tolerance={objective_tolerance!r} must be in "
                               "[0, 1] (a fraction, e.g. 0.02 for 2 %)")
-        spec = spec_for(input_keys)(
+        targets = list(targets or [])
+        if len(set(targets)) != len(targets):
+            raise ConfigError(f"Selector: target names must differ, got {targets}")
+        extra = {keys.extra_blessing_key(i): types.Channel(type=standard_artifacts.ModelBlessing)
+                 for i in range(1, len(targets))}
+        spec = spec_for(input_keys, len(extra))(
             thresholds=json.dumps(check_thresholds(thresholds or {}).as_dict(), sort_keys=True),
             objective=objective,
             objective_tolerance=float(objective_tolerance),
             search_trace=search_trace,
+            targets=json.dumps(targets) if targets else None,
             model=types.Channel(type=standard_artifacts.Model),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            **extra,
             **input_keys)
         super().__init__(spec=spec)

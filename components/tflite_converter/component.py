@@ -55,7 +55,9 @@ class TFLiteConverter(base_component.BaseComponent):
        `ptq` for the base model, `prune>ptq`, ...; a QAT model's path is kept, e.g.
        `prune>cluster>pcqat`), `quantization`, `tflite_bytes`, `gzip_bytes`,
        `parameters` (JSON) and — measured from the `.tflite`'s int8 weights — `sparsity`,
-       `min_kernel_sparsity`, `max_unique_per_kernel`, `max_unique_per_channel`.
+       `min_kernel_sparsity`, `max_unique_per_kernel`, `max_unique_per_channel`; and from
+       TensorFlow Lite for Microcontrollers' interpreter: `arena_bytes` (the tensor arena it
+       needs), `tflm_unsupported_ops` (JSON list) and `tflm_error` when TFLM cannot run it.
 
     The run fails with StructureLostError when the `.tflite` lost the input model's sparsity or
     has more unique values per channel than its clustered kernels.

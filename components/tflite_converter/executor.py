@@ -31,7 +31,7 @@ class Executor(LeafStepExecutor):
     def run(self, input_dict: Dict[str, List[tfx_types.Artifact]],
             output_dict: Dict[str, List[tfx_types.Artifact]],
             exec_properties: Dict[str, Any]) -> None:
-        from collabopt.components.core import data, metrics, preservation, tflite
+        from collabopt.components.core import data, metrics, preservation, tflite, tflm
 
         model_artifact = artifact_io.single(input_dict, keys.MODEL_KEY)
         output = artifact_io.single(output_dict, keys.TFLITE_MODEL_KEY)
@@ -64,6 +64,10 @@ class Executor(LeafStepExecutor):
 
         # A plain model quantized here is post-training quantization: its leaf is `<path>>ptq`
         # (`ptq` for the base model); a QAT model was quantized by PreservingQAT already.
+        micro = tflm.measure(tflite_bytes)
+        logging.info("TFLM: arena %s bytes, unsupported ops %s", micro.arena_bytes,
+                     list(micro.unsupported_ops))
+
         ptq = not tflite.is_qat_model(model) and mode != tflite.QuantizationMode.FLOAT32
         artifact_io.set_properties(output, {
             types.TECHNIQUE_PATH: artifact_io.technique_path(model_artifact,
@@ -72,6 +76,9 @@ class Executor(LeafStepExecutor):
             types.PARAMETERS: params.parameters_json(exec_properties),
             types.TFLITE_BYTES: len(tflite_bytes),
             types.GZIP_BYTES: int(metrics.gzip_size(tflite_bytes)),
+            types.ARENA_BYTES: micro.arena_bytes,
+            types.TFLM_UNSUPPORTED_OPS: list(micro.unsupported_ops),
+            types.TFLM_ERROR: micro.error,
             **artifact_io.structure_properties(after),
         })
 

@@ -439,6 +439,30 @@ def test_other_components_reject_bad_parameters_at_construction():
         Evaluator(**tflite, vela_model=_channel("VelaModel"), max_sram_bytes=-1)
     with pytest.raises(ConfigError, match="max_inference_ms.*vela_model"):
         Evaluator(**tflite, max_inference_ms=5.0)
+    with pytest.raises(ConfigError, match="max_arena_bytes=-1"):
+        Evaluator(**tflite, max_arena_bytes=-1)
+    with pytest.raises(ConfigError, match="not both"):
+        Evaluator(**tflite, vela_model=_channel("VelaModel"),
+                  vela_models={"ethos-u65-256": _channel("VelaModel")})
+
+
+def test_evaluator_and_selector_take_one_channel_per_target():
+    from collabopt.components import Evaluator
+    from collabopt.components.selector.component import Selector
+
+    evaluator = Evaluator(tflite_model=_channel("TFLiteModel"), examples=_channel("Examples"),
+                          vela_models={"ethos-u55-128": _channel("VelaModel"),
+                                       "ethos-u65-256": _channel("VelaModel"),
+                                       "ethos-u85-256": _channel("VelaModel")},
+                          max_inference_ms=1.0)
+    assert {"vela_model", "vela_model_1", "vela_model_2"} <= set(evaluator.inputs)
+    assert json.loads(evaluator.exec_properties["targets"]) == [
+        "ethos-u55-128", "ethos-u65-256", "ethos-u85-256"]
+    selector = Selector({"ptq": _channel("ModelEvaluation")},
+                        targets=["ethos-u55-128", "ethos-u65-256"])
+    assert set(selector.outputs) == {"model", "blessing", "blessing_1"}
+    with pytest.raises(ConfigError, match="target names must differ"):
+        Selector({"ptq": _channel("ModelEvaluation")}, targets=["a", "a"])
 
 
 def test_components_accept_lists_and_ints_and_store_primitives():

@@ -92,3 +92,44 @@ def test_failed_leaves_are_never_selected_and_are_named():
 def test_objective_tolerance_out_of_range_is_a_config_error():
     with pytest.raises(ConfigError, match="objective_tolerance"):
         select(LEAVES, {}, "latency", tolerance=1.5)
+
+
+def test_arena_threshold_misses_a_leaf_whose_arena_is_larger_and_names_by_how_much():
+    leaf = LeafMetrics("ptq", int8_accuracy=0.97, tflite_bytes=1, arena_bytes=6_000)
+    (miss,) = misses(leaf, {"max_arena_bytes": 5_000})
+    assert miss.threshold == "max_arena_bytes" and miss.measured == 6_000
+    assert "arena_bytes 6000 is above max_arena_bytes=5000 by 1000" in miss.describe()
+    assert not misses(leaf, {"max_arena_bytes": 6_000})
+    with pytest.raises(ConfigError, match="max_arena_bytes=0 is out of range"):
+        misses(leaf, {"max_arena_bytes": 0})
+
+
+def test_each_target_gets_its_own_winner_from_its_own_figures():
+    from collabopt.components.core.selection import select_per_target
+
+    def on(target, ms, sram):
+        return [LeafMetrics(path, acc, 40_000, drop, ms[path], 20_000, sram[path], target=target)
+                for path, acc, drop in (("ptq", 0.96, None), ("prune50>pqat", 0.95, 0.01))]
+
+    chosen = select_per_target({
+        "ethos-u55-128": on("ethos-u55-128", {"ptq": 0.30, "prune50>pqat": 0.20},
+                            {"ptq": 9_000, "prune50>pqat": 9_000}),
+        "ethos-u65-256": on("ethos-u65-256", {"ptq": 0.10, "prune50>pqat": 0.08},
+                            {"ptq": 90_000, "prune50>pqat": 300_000}),
+    }, {"max_sram_bytes": 100_000}, "latency")
+    assert list(chosen) == ["ethos-u55-128", "ethos-u65-256"]
+    assert chosen["ethos-u55-128"].selected.path == "prune50>pqat"
+    assert chosen["ethos-u65-256"].selected.path == "ptq"
+    assert "sram_bytes" not in chosen["ethos-u55-128"].explanation
+
+
+def test_targets_on_one_accelerator_are_told_apart_by_their_options():
+    from collabopt.components.core.vela import VelaOptions, target_names
+
+    assert target_names([VelaOptions("ethos-u55-128"), VelaOptions("ethos-u65-256")]) == [
+        "ethos-u55-128", "ethos-u65-256"]
+    assert target_names([VelaOptions("ethos-u55-128"),
+                         VelaOptions("ethos-u55-128", optimise="Size")]) == [
+        "ethos-u55-128/Performance", "ethos-u55-128/Size"]
+    assert target_names([VelaOptions("ethos-u55-128")] * 2) == ["ethos-u55-128#0",
+                                                                 "ethos-u55-128#1"]
