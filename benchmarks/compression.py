@@ -42,7 +42,9 @@ import platform
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+
+from results_files import write_results  # benchmarks/ is the script's directory
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -446,12 +448,8 @@ def main() -> None:
 
 
 def write(result: dict, out: str) -> None:
-    with open(os.path.join(out, "compression.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(out, "compression.md"), "w") as f:
-        f.write(markdown(result))
-    with open(os.path.join(out, "compression_summary.md"), "w") as f:
-        f.write(summary_markdown(result))
+    write_results(out, "compression", result, {"compression": markdown(result),
+                                               "compression_summary": summary_markdown(result)})
     plot(result, os.path.join(out, "compression.png"))
 
 

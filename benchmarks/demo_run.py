@@ -12,7 +12,6 @@ accuracy drop; `goal_met` in the JSON. Not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -20,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from results_files import write_results  # benchmarks/ is the script's directory
 
 
 def timed_run(args: list[str]) -> dict:
@@ -147,12 +148,8 @@ def main() -> None:
         r = result[name]
         print(f"{name:<14}{r['wall_s']:>10}{r['cpu_s']:>10}{r['peak_rss_mb']:>14}  {r['executions']}")
     print(f"cached re-run / first run (wall): {result['cached_over_first_wall']}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "demo.json"), "w") as f:
-        json.dump(result, f, indent=2)
     table = markdown(result)
-    with open(os.path.join(args.out, "demo.md"), "w") as f:
-        f.write(table)
+    write_results(args.out, "demo", result, {"demo": table})
     print(table)
 
 

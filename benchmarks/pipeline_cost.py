@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+from results_files import write_results  # benchmarks/ is the script's directory
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -312,12 +314,10 @@ def summary_markdown(r: dict) -> str:
         "[benchmarks/results/pipeline_cost.md](benchmarks/results/pipeline_cost.md).\n")
 
 
-def write_markdown(result: dict, out: str) -> str:
+def write(result: dict, out: str) -> str:
     table = markdown(result)
-    with open(os.path.join(out, "pipeline_cost.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(out, "pipeline_cost_summary.md"), "w") as f:
-        f.write(summary_markdown(result))
+    write_results(out, "pipeline_cost", result, {"pipeline_cost": table,
+                                                 "pipeline_cost_summary": summary_markdown(result)})
     return table
 
 
@@ -341,9 +341,7 @@ def main() -> None:
         if args.workdir:
             result["local_steps_s"] = step_seconds(os.path.join(
                 args.workdir, "runs", f"local{result['repeats'] - 1}", "metadata.sqlite"))
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        write_markdown(result, args.out)
+        write(result, args.out)
         return
     if args.bare:
         print(json.dumps(bare(args.bare, args.width)))
@@ -411,10 +409,7 @@ def main() -> None:
               "epochs": EPOCHS, "repeats": args.repeats, "alternating": alternating,
               "cached": cached_summary, "sizes": sizes, "goals": goals,
               "goal_met": all(g["goal_met"] for g in goals.values())}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "pipeline_cost.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    print(write_markdown(result, args.out))
+    print(write(result, args.out))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from results_files import write_results  # benchmarks/ is the script's directory
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -180,16 +182,12 @@ def main() -> None:
         print(f"{name} search: {json.dumps(search)}", flush=True)
         results.append({"workload": name, "levels": LEVELS, "leaves": TEMPLATES,
                         "grid": grid, "search": search, "comparison": compare(grid, search)})
-    os.makedirs(args.out, exist_ok=True)
     report = {"cores": os.cpu_count(), "goals": {
         "objective_within": OBJECTIVE_WITHIN, "training_at_most": TRAINING_AT_MOST},
         "results": results,
         "goal_met": all(all(r["comparison"]["goal_met"].values()) for r in results)}
-    with open(os.path.join(args.out, "search.json"), "w") as f:
-        json.dump(report, f, indent=2)
     table = markdown(results)
-    with open(os.path.join(args.out, "search.md"), "w") as f:
-        f.write(table)
+    write_results(args.out, "search", report, {"search": table})
     print(table)
 
 

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import tempfile
 import time
 from typing import Any, Optional

@@ -250,13 +250,6 @@ class _Conv1DAsConv2D(_transforms.Transform):
                 match_layer.metadata.get("quantize_config") is not None or \
                 not match_layer.weights:
             return match_layer  # left to the registry, which refuses it by name
-        kernel = next(v for k, v in match_layer.weights.items() if "kernel" in k)
-        if spec["class_name"] == "Conv1D":
-            in_channels = int(kernel.shape[-2]) * int(config.get("groups") or 1)
-            out_channels = int(config["filters"])
-        else:
-            in_channels = int(kernel.shape[-2])
-            out_channels = in_channels * int(config["depth_multiplier"])
         name, padding = config["name"], config["padding"]
         size, dilation = config["kernel_size"][0], config["dilation_rate"][0]
         config.pop("batch_input_shape", None)

@@ -6,7 +6,7 @@ import itertools
 
 from collabopt.components.core.leaves import TEMPLATES, expand
 from collabopt.components.core.selection import Thresholds
-from collabopt.pipelines.search import Outcome, Search, run_search
+from collabopt.pipelines.search import Outcome, run_search
 
 SPARSITIES = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9]
 CLUSTERS = [32, 16, 12, 8, 6, 4]
