@@ -115,11 +115,25 @@ class _Kernel:
     def sparsity(self) -> float:
         return float(np.mean(self.values == 0))
 
+    def _channel_counts(self) -> list[int]:
+        channels = self.values.reshape(-1, self.values.shape[-1])
+        return [len(np.unique(channels[:, c])) for c in range(channels.shape[1])]
+
     def unique(self, per_channel: bool) -> int:
         if per_channel and self.values.ndim >= 2:
-            channels = self.values.reshape(-1, self.values.shape[-1])
-            return max(len(np.unique(channels[:, c])) for c in range(channels.shape[1]))
+            return max(self._channel_counts())
         return len(np.unique(self.values))
+
+    @property
+    def cqat_keeps_channels(self) -> bool:
+        """Whether TFMOT's CQAT gives this kernel centroids per output channel
+        (cluster_preserve_quantize_registry.get_centroids): only a 4-D (Conv2D) kernel whose
+        channels' counts of unique values differ by at most one. Any other kernel shares one set
+        of centroids, and fine-tuning may move a channel's weight to any of them."""
+        if self.values.ndim != 4:
+            return False
+        counts = self._channel_counts()
+        return max(counts) - min(counts) <= 1
 
     @staticmethod
     def _clustered(values: np.ndarray) -> bool:
@@ -541,12 +555,11 @@ def _verify(before: list[_Kernel], after: list[_Kernel], mode: QATMode) -> None:
             problems.append(f"'{kernel.layer}' sparsity fell from {kernel.sparsity:.1%} to "
                             f"{result.sparsity:.1%}")
         if mode.preserves_clusters and kernel.clustered:
-            # TFMOT's CQAT keeps a Conv2D kernel's clusters per output channel: when every channel
-            # holds (nearly) all the centroids it gives each channel its own copy of them, so the
-            # kernel as a whole may end with up to clusters x channels values. Per channel is
-            # also what the int8 model sees (per-channel scales), so compare conv kernels per
-            # channel and Dense kernels (per-tensor scale) per tensor.
-            per_channel = kernel.values.ndim >= 3 or not kernel.clustered_per_tensor
+            # Compare what TFMOT's CQAT keeps: with centroids per channel, the kernel as a whole
+            # may end with up to clusters x channels values, so count per channel; with shared
+            # centroids a channel may end using one it did not use before, so count per tensor.
+            # A kernel clustered per channel on the way in is counted per channel either way.
+            per_channel = kernel.cqat_keeps_channels or not kernel.clustered_per_tensor
             was, now = kernel.unique(per_channel), result.unique(per_channel)
             if now > was:
                 problems.append(f"'{kernel.layer}' unique values"

@@ -116,6 +116,21 @@ def leaves_of_run(run: RunArtifacts) -> list[LeafRecord]:
     return sorted(records, key=lambda r: leaf_sort_key(r.path))
 
 
+# Where KFP v2's launcher mounts a bucket in the step's container: a step that wrote through the
+# mount records the local path, while ML Metadata holds the bucket URI.
+_LAUNCHER_MOUNTS = {"gs://": "/gcs/", "minio://": "/minio/", "s3://": "/s3/"}
+
+
+def _place(uri: Optional[str]) -> Optional[str]:
+    """`uri` as the path a step sees, so a bucket URI and its mounted path compare equal."""
+    if not uri:
+        return uri
+    for scheme, mount in _LAUNCHER_MOUNTS.items():
+        if uri.startswith(scheme):
+            uri = mount + uri[len(scheme):]
+    return uri.rstrip("/")
+
+
 def _targets(evaluation: dict[str, Any], velas: list[dict[str, Any]], winners: dict,
              path: str) -> list[dict[str, Any]]:
     """The leaf's Vela figures per target, primary first, each with its name, verdict (`blessed`,
@@ -127,10 +142,10 @@ def _targets(evaluation: dict[str, Any], velas: list[dict[str, Any]], winners: d
     if not entries:
         return [{**{k: x for k, x in v.items() if k != "_uri"}, "name": v.get(t.TARGET),
                  "selected": None} for v in sorted(velas, key=lambda v: str(v[t.TARGET]))]
-    by_uri = {v.pop("_uri", None): v for v in velas}
+    by_place = {_place(v.pop("_uri", None)): v for v in velas}
     rows = []
     for entry in entries:
-        vela = by_uri.get(entry.get(t.VELA_URI), {})
+        vela = by_place.get(_place(entry.get(t.VELA_URI)), {})
         row = {field: entry.get(field, vela.get(field)) for field in _VELA_FIELDS}
         row[t.TARGET] = entry.get("accelerator_config") or vela.get(t.TARGET)
         row[t.CYCLES] = vela.get(t.CYCLES)

@@ -206,7 +206,7 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert sorted(i["src"] for i in images) == ["pareto.png", "tree.png", "weights.png"]
     for image in images:
         assert image["complete"] and image["width"] > 300 and image["height"] > 200, image
-    assert 'id="leaves"' in result.stdout and "prune&gt;cluster&gt;pcqat" in result.stdout
+    assert 'id="leaves"' in result.stdout and "prune50&gt;cluster16&gt;pcqat" in result.stdout
 
     screenshot = tmp_path / "report.png"
     shot = _chromium([f"--screenshot={screenshot}", "--window-size=1400,3000",

@@ -221,3 +221,28 @@ def test_already_quantization_aware_model_is_refused(pcqat_model):
 def test_unknown_mode_is_a_config_error(trained_digits_model):
     with pytest.raises(ConfigError, match="mode"):
         resolve_mode(trained_digits_model, "int4")
+
+
+def test_cqat_check_counts_shared_centroids_per_tensor_and_own_centroids_per_channel():
+    from collabopt.components.core.qat import _Kernel, _verify
+
+    rng = np.random.default_rng(0)
+    centroids = np.linspace(-1.0, 1.0, 16)
+    # Channels using 4 to 16 of one shared set of centroids: TFMOT's CQAT shares them, so
+    # fine-tuning may move a weight of channel 0 to a centroid only channel 15 used before.
+    shared = np.stack([rng.choice(centroids[:4 + c * 12 // 15], size=64) for c in range(16)],
+                      axis=-1).reshape(4, 4, 4, 16)
+    moved = shared.copy()
+    moved[0, 0, 0, 0] = centroids[-1]
+    _verify([_Kernel("conv", shared)], [_Kernel("conv", moved)], QATMode.CQAT)
+    new_value = moved.copy()
+    new_value[0, 0, 0, 0] = 5.0
+    with pytest.raises(StructureLostError, match="'conv' unique values rose from 16 to 17"):
+        _verify([_Kernel("conv", shared)], [_Kernel("conv", new_value)], QATMode.CQAT)
+    # Every channel with (nearly) all 8 of its own centroids: CQAT keeps them per channel.
+    own = np.stack([rng.permutation(np.resize(rng.normal(size=8), 64)) for _ in range(16)],
+                   axis=-1).reshape(4, 4, 4, 16)
+    spread = own.copy()
+    spread[0, 0, 0, 0] = own[0, 0, 0, 1]
+    with pytest.raises(StructureLostError, match="per channel rose from 8 to 9"):
+        _verify([_Kernel("conv", own)], [_Kernel("conv", spread)], QATMode.CQAT)
