@@ -132,9 +132,16 @@ class TreeRunner:
     """Builds each prefix of the tree once (a pruned model feeds PTQ, PQAT and clustering)."""
 
     def __init__(self, workload: Workload):
-        from collabopt.components.core.data import dataset_from_arrays
+        from collabopt.components.core.data import (dataset_from_arrays,
+                                                   train_and_validation_from_arrays)
+        from collabopt.components.core.training import TrainingParams
 
         self.workload = workload
+        self.training = TrainingParams()
+        # Fine-tuning until recovered stops on a slice of the train split, as in the pipeline;
+        # calibration and the baseline use the whole train split.
+        self.fit_ds, self.validation_ds = train_and_validation_from_arrays(
+            *workload.train, self.training.validation_fraction, batch_size=32, seed=SEED)
         self.train_ds = dataset_from_arrays(*workload.train, batch_size=32, shuffle=True,
                                             seed=SEED)
         self.eval_ds = dataset_from_arrays(*workload.eval, batch_size=64)
@@ -146,23 +153,22 @@ class TreeRunner:
             return self.models[steps]
         from collabopt.components.core import clustering, pruning, qat
         from collabopt.components.core.keras_compat import keras
-        from collabopt.components.core.training import TrainingParams
 
         source = self.model(steps[:-1])
         kind, _, level = steps[-1].partition(":")
         keras.utils.set_random_seed(SEED)
         start = time.perf_counter()
         pruned_before = any(s.startswith("prune:") for s in steps[:-1])
+        fit = dict(training=self.training, validation_ds=self.validation_ds)
         if kind == "prune":
-            model = pruning.prune(source, self.train_ds,
-                                  pruning.PruningParams(target_sparsity=float(level)),
-                                  TrainingParams())
+            model = pruning.prune(source, self.fit_ds,
+                                  pruning.PruningParams(target_sparsity=float(level)), **fit)
         elif kind in ("cluster", "cluster_pc"):
-            model = clustering.cluster(source, self.train_ds, clustering.ClusteringParams(
+            model = clustering.cluster(source, self.fit_ds, clustering.ClusteringParams(
                 number_of_clusters=int(level), preserve_sparsity=pruned_before,
-                cluster_per_channel=kind == "cluster_pc"), TrainingParams())
+                cluster_per_channel=kind == "cluster_pc"), **fit)
         else:
-            model = qat.quantize_aware_train(source, self.train_ds, level, TrainingParams())
+            model = qat.quantize_aware_train(source, self.fit_ds, level, **fit)
         self.seconds[steps] = self.seconds[steps[:-1]] + time.perf_counter() - start
         self.models[steps] = model
         return model
@@ -435,7 +441,9 @@ def main() -> None:
 
     training = TrainingParams()
     result = {"cores": os.cpu_count(), "python": platform.python_version(),
-              "training": f"{training.epochs} epochs at learning rate {training.learning_rate:g}",
+              "training": (f"until recovered (at most {training.max_epochs} epochs, patience "
+                           f"{training.patience}, {training.validation_fraction:.0%} of the train "
+                           f"split held out) at learning rate {training.learning_rate:g}"),
               "levels": [dataclasses.asdict(spec) | {"leaf": spec.path} for spec in LEAVES],
               "targets": list(TARGETS), "goal": GOAL, "workloads": []}
     os.makedirs(args.out, exist_ok=True)

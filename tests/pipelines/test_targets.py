@@ -138,3 +138,22 @@ def test_a_leaf_whose_arena_exceeds_max_arena_bytes_is_not_blessed(tmp_path, inp
     result = CliRunner().invoke(main, ["leaves", "--metadata", load_config(path).metadata,
                                        "--json"])
     assert json.loads(result.stdout)[0]["arena_bytes"] == leaf.arena_bytes
+
+
+def test_a_vela_model_is_found_by_its_bucket_uri_or_the_path_kfp_mounts_it_at():
+    # On Kubeflow, ML Metadata holds the bucket URI of each VelaModel while the Evaluator, which
+    # read it through the launcher's mount, recorded the local path.
+    from collabopt.pipelines.metadata.leaves import _targets
+
+    evaluation = {t.PER_TARGET: json.dumps([
+        {"target": "u55", "accelerator_config": "ethos-u55-128", "blessed": 1,
+         "vela_uri": "/minio/mlpipeline/v2/artifacts/run/vela-u55/vela_model"},
+        {"target": "u65", "accelerator_config": "ethos-u65-256", "blessed": 0,
+         "vela_uri": "/gcs/bucket/run/vela-u65/vela_model"}])}
+    velas = [{t.TARGET: "ethos-u55-128", t.CYCLES: 100,
+              "_uri": "minio://mlpipeline/v2/artifacts/run/vela-u55/vela_model/"},
+             {t.TARGET: "ethos-u65-256", t.CYCLES: 200,
+              "_uri": "gs://bucket/run/vela-u65/vela_model"}]
+    rows = _targets(evaluation, velas, {"u55": "ptq"}, "ptq")
+    assert [(r["name"], r[t.CYCLES], r["selected"]) for r in rows] == [
+        ("u55", 100, True), ("u65", 200, None)]
