@@ -35,7 +35,8 @@ from collabopt.components.core.errors import (ConfigError, StructureLostError, U
                                     UnsupportedModelError)
 from collabopt.components.core.keras_compat import keras, tf, tfmot
 from collabopt.components.core.pruning import (LayerPlan, enum_param, is_int, layer_names_param,
-                                               clone_with_weights, supported_candidates)
+                                               clone_with_weights, skip_unlisted,
+                                               supported_candidates)
 # TFMOT's registry of what it can cluster is not in its public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the module directly is safe.
 from tensorflow_model_optimization.python.core.clustering.keras import (  # noqa: E402
@@ -130,8 +131,7 @@ def plan_clustering(model: keras.Model, params: ClusteringParams) -> LayerPlan:
     candidates = supported_candidates(
         model, params.layers, "clustering", _clusterable, "ClusteringRegistry",
         "tfmot.clustering.keras.ClusterableLayer (get_clusterable_weights)")
-    skipped = {layer.name: "not listed in clustering.layers" for layer in model.layers
-               if params.layers is not None and layer.weights and layer.name not in params.layers}
+    skipped = skip_unlisted(model, params.layers, "clustering")
     selected = []
     for layer in candidates:
         if _clusters_weights(layer):

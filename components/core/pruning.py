@@ -261,7 +261,8 @@ class LayerPlan:
     skipped: dict[str, str]
 
 
-def _skip_unlisted(model, names: tuple[str, ...] | None, technique: str) -> dict[str, str]:
+def skip_unlisted(model, names: tuple[str, ...] | None, technique: str) -> dict[str, str]:
+    """The layers with weights that `<technique>.layers` leaves out, each with that reason."""
     if names is None:
         return {}
     return {layer.name: f"not listed in {technique}.layers" for layer in model.layers
@@ -274,7 +275,7 @@ def plan_pruning(model: keras.Model, params: PruningParams) -> LayerPlan:
     candidates = supported_candidates(
         model, params.layers, "pruning", _prunable, "PruneRegistry",
         "tfmot.sparsity.keras.PrunableLayer (get_prunable_weights)")
-    skipped = _skip_unlisted(model, params.layers, "pruning")
+    skipped = skip_unlisted(model, params.layers, "pruning")
     selected = []
     for layer in candidates:
         if _prunes_weights(layer):

@@ -57,3 +57,18 @@ def small_run(tmp_path_factory) -> SmallRun:
     first_run_id = runners.run(config).run_id
     runners.run(config)  # every node a cache hit
     return SmallRun(workdir, config_path, config.metadata, config.pipeline_root, first_run_id)
+
+
+@pytest.fixture(scope="session")
+def saved_digits_inputs(tmp_path_factory, trained_digits_model):
+    """The digits Examples and the trained base model saved as tf_keras does, for configs that
+    point a run at them."""
+    from collabopt.components.core.keras_compat import keras
+    from collabopt.pipelines.demo.data import write_digits_examples
+
+    root = tmp_path_factory.mktemp("saved-digits-inputs")
+    write_digits_examples(str(root / "data"))
+    model = keras.models.clone_model(trained_digits_model)
+    model.set_weights(trained_digits_model.get_weights())
+    model.save(str(root / "base_model"))
+    return root

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from collabopt.components import types as t
 from collabopt.components.core import tflm
-from collabopt.components.core.keras_compat import keras
 from collabopt.pipelines import runners
 from collabopt.pipelines.cli import main
 from collabopt.pipelines.config import load_config
@@ -24,18 +23,6 @@ pytestmark = pytest.mark.e2e
 # same leaves, benchmarks/results/compression.md). A limit between the two is met on one target
 # and on no leaf of the other.
 SRAM_LIMIT = 8 * 1024
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, trained_digits_model):
-    from collabopt.pipelines.demo.data import write_digits_examples
-
-    root = tmp_path_factory.mktemp("target-inputs")
-    write_digits_examples(str(root / "data"))
-    model = keras.models.clone_model(trained_digits_model)
-    model.set_weights(trained_digits_model.get_weights())
-    model.save(str(root / "base_model"))
-    return root
 
 
 def _config(workdir, inputs, **overrides) -> str:
@@ -67,9 +54,9 @@ def _blessings(metadata: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def two_targets(tmp_path_factory, inputs):
+def two_targets(tmp_path_factory, saved_digits_inputs):
     workdir = tmp_path_factory.mktemp("two-targets")
-    path = _config(workdir, inputs, leaves=["ptq", "prune>cluster>pcqat"],
+    path = _config(workdir, saved_digits_inputs, leaves=["ptq", "prune>cluster>pcqat"],
                    targets=[{"accelerator_config": "ethos-u55-128"},
                             {"accelerator_config": "ethos-u65-256"}],
                    thresholds={"min_accuracy": 0.5, "max_sram_bytes": SRAM_LIMIT})
@@ -120,10 +107,11 @@ def test_report_shows_the_winner_of_each_target(two_targets, tmp_path):
     assert "arena B" in page
 
 
-def test_a_leaf_whose_arena_exceeds_max_arena_bytes_is_not_blessed(tmp_path, inputs):
+def test_a_leaf_whose_arena_exceeds_max_arena_bytes_is_not_blessed(tmp_path,
+                                                                    saved_digits_inputs):
     from collabopt.components.types import TFLITE_FILE_NAME
 
-    path = _config(tmp_path, inputs, leaves=["ptq"],
+    path = _config(tmp_path, saved_digits_inputs, leaves=["ptq"],
                    targets=[{"accelerator_config": "ethos-u55-128"}],
                    thresholds={"max_arena_bytes": 1024})
     runners.run(load_config(path))

@@ -21,26 +21,13 @@ pytestmark = pytest.mark.e2e
 COMPLETE = metadata_store_pb2.Execution.COMPLETE
 
 
-@pytest.fixture(scope="module")
-def tree_inputs(tmp_path_factory, trained_digits_model):
-    """The digits Examples and the trained base model saved as tf_keras does."""
-    from collabopt.pipelines.demo.data import write_digits_examples
-
-    root = tmp_path_factory.mktemp("tree-inputs")
-    write_digits_examples(str(root / "data"))
-    model = keras.models.clone_model(trained_digits_model)
-    model.set_weights(trained_digits_model.get_weights())
-    model.save(str(root / "base_model"))
-    return root
-
-
-def _config(workdir, tree_inputs, **overrides) -> str:
+def _config(workdir, inputs, **overrides) -> str:
     from collabopt.pipelines.demo.setup import demo_config
 
     raw = demo_config()
     raw.update({
-        "data": {**raw["data"], "examples": str(tree_inputs / "data")} if tree_inputs else {},
-        "base_model": {"path": str(tree_inputs / "base_model")} if tree_inputs else {},
+        "data": {**raw["data"], "examples": str(inputs / "data")} if inputs else {},
+        "base_model": {"path": str(inputs / "base_model")} if inputs else {},
         "training": {**raw["training"], "epochs": 1},
         "pruning": {**raw["pruning"], "target_sparsity": 0.5},
         "clustering": {**raw["clustering"], "number_of_clusters": 16},
@@ -65,9 +52,9 @@ def _executed_nodes(metadata: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def progressive_first_level_passes(tmp_path_factory, tree_inputs):
+def progressive_first_level_passes(tmp_path_factory, saved_digits_inputs):
     workdir = tmp_path_factory.mktemp("progressive-pass")
-    config = load_config(_config(workdir, tree_inputs, mode="progressive",
+    config = load_config(_config(workdir, saved_digits_inputs, mode="progressive",
                                  leaves=["ptq", "prune>ptq", "prune>cluster>ptq"],
                                  thresholds={"min_accuracy": 0.5}))
     runners.run(config)
@@ -90,9 +77,9 @@ def test_progressive_skips_deeper_levels_when_first_level_passes(progressive_fir
 
 
 @pytest.fixture(scope="module")
-def progressive_nothing_passes(tmp_path_factory, tree_inputs):
+def progressive_nothing_passes(tmp_path_factory, saved_digits_inputs):
     workdir = tmp_path_factory.mktemp("progressive-fail")
-    config = load_config(_config(workdir, tree_inputs, mode="progressive",
+    config = load_config(_config(workdir, saved_digits_inputs, mode="progressive",
                                  leaves=["ptq", "prune>ptq", "prune>cluster>ptq"],
                                  thresholds={"max_tflite_bytes": 1000}))
     runners.run(config)
@@ -162,14 +149,14 @@ def test_cli_run_reports_a_bad_config_without_a_traceback(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, tree_inputs):
+def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, saved_digits_inputs):
     """Kill a run once the Pruner has finished; the re-run reuses it and completes the tree."""
     import signal
     import subprocess
     import sys
     import time
 
-    config_path = _config(tmp_path, tree_inputs, leaves=["ptq", "prune>ptq"])
+    config_path = _config(tmp_path, saved_digits_inputs, leaves=["ptq", "prune>ptq"])
     config = load_config(config_path)
     proc = subprocess.Popen([sys.executable, "-m", "collabopt.pipelines.cli", "run", config_path],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -245,7 +232,8 @@ class ChannelScale(keras.layers.Layer):
         return inputs * self.scale
 
 
-def test_a_leaf_that_cannot_be_built_fails_alone_and_the_run_goes_on(tmp_path, tree_inputs):
+def test_a_leaf_that_cannot_be_built_fails_alone_and_the_run_goes_on(tmp_path,
+                                                                      saved_digits_inputs):
     from collabopt.pipelines.demo.data import load_digits_arrays
     from collabopt.components.core.data import dataset_from_arrays
 
@@ -263,7 +251,7 @@ def test_a_leaf_that_cannot_be_built_fails_alone_and_the_run_goes_on(tmp_path, t
     model.fit(dataset_from_arrays(x_train, y_train, shuffle=True), epochs=5, verbose=0)
     model.save(str(tmp_path / "model"))
 
-    config_path = _config(tmp_path, tree_inputs, leaves=["ptq", "qat", "prune>ptq"],
+    config_path = _config(tmp_path, saved_digits_inputs, leaves=["ptq", "qat", "prune>ptq"],
                           base_model={"path": str(tmp_path / "model")},
                           thresholds={"min_accuracy": 0.5})
     result = CliRunner().invoke(main, ["run", config_path])
@@ -280,7 +268,8 @@ def test_a_leaf_that_cannot_be_built_fails_alone_and_the_run_goes_on(tmp_path, t
     assert "failed to build" in result.output and "FAILED" in result.output
 
 
-def test_search_mode_tries_levels_in_rounds_and_records_why_it_stopped(tmp_path, tree_inputs):
+def test_search_mode_tries_levels_in_rounds_and_records_why_it_stopped(tmp_path,
+                                                                       saved_digits_inputs):
     """One technique, four candidate sparsities: bisection trains two or three of them, each
     round a real (cached) pipeline run; the final Selector records the trace."""
     from collabopt.components import types as t
@@ -288,7 +277,7 @@ def test_search_mode_tries_levels_in_rounds_and_records_why_it_stopped(tmp_path,
     from collabopt.pipelines.metadata.reader import artifact_properties
 
     config = load_config(_config(
-        tmp_path, tree_inputs, mode="search", leaves=["ptq", "prune>ptq"],
+        tmp_path, saved_digits_inputs, mode="search", leaves=["ptq", "prune>ptq"],
         pruning={"target_sparsity": [0.3, 0.5, 0.7, 0.97]},
         thresholds={"max_accuracy_drop": 0.05}))
     result = runners.run(config)
