@@ -35,7 +35,7 @@ from collabopt.components.core.errors import (ConfigError, StructureLostError, U
                                     UnsupportedModelError)
 from collabopt.components.core.keras_compat import keras, tf, tfmot
 from collabopt.components.core.pruning import (LayerPlan, enum_param, is_int, layer_names_param,
-                                               clone_with_weights, skip_unlisted,
+                                               clone_with_weights, split_candidates,
                                                supported_candidates)
 # TFMOT's registry of what it can cluster is not in its public API; keras_compat (above) has
 # already set TF_USE_LEGACY_KERAS, so importing the module directly is safe.
@@ -131,13 +131,8 @@ def plan_clustering(model: keras.Model, params: ClusteringParams) -> LayerPlan:
     candidates = supported_candidates(
         model, params.layers, "clustering", _clusterable, "ClusteringRegistry",
         "tfmot.clustering.keras.ClusterableLayer (get_clusterable_weights)")
-    skipped = skip_unlisted(model, params.layers, "clustering")
-    selected = []
-    for layer in candidates:
-        if _clusters_weights(layer):
-            selected.append(layer)
-        else:
-            skipped[layer.name] = f"TFMOT clusters no weights of a {type(layer).__name__}"
+    selected, skipped = split_candidates(model, params.layers, "clustering", candidates,
+                                         _clusters_weights, "clusters")
 
     too_small = {}
     for layer in selected:

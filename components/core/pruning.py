@@ -261,12 +261,20 @@ class LayerPlan:
     skipped: dict[str, str]
 
 
-def skip_unlisted(model, names: tuple[str, ...] | None, technique: str) -> dict[str, str]:
-    """The layers with weights that `<technique>.layers` leaves out, each with that reason."""
-    if names is None:
-        return {}
-    return {layer.name: f"not listed in {technique}.layers" for layer in model.layers
-            if layer.weights and layer.name not in names}
+def split_candidates(model, names: tuple[str, ...] | None, technique: str, candidates: list,
+                     wraps_weights, verb: str) -> tuple[list, dict[str, str]]:
+    """The candidates TFMOT will wrap, and every layer with weights left out with why: not listed
+    in `<technique>.layers`, or a layer whose weights TFMOT does not touch (`wraps_weights`)."""
+    skipped = {} if names is None else {
+        layer.name: f"not listed in {technique}.layers" for layer in model.layers
+        if layer.weights and layer.name not in names}
+    selected = []
+    for layer in candidates:
+        if wraps_weights(layer):
+            selected.append(layer)
+        else:
+            skipped[layer.name] = f"TFMOT {verb} no weights of a {type(layer).__name__}"
+    return selected, skipped
 
 
 def plan_pruning(model: keras.Model, params: PruningParams) -> LayerPlan:
@@ -275,13 +283,8 @@ def plan_pruning(model: keras.Model, params: PruningParams) -> LayerPlan:
     candidates = supported_candidates(
         model, params.layers, "pruning", _prunable, "PruneRegistry",
         "tfmot.sparsity.keras.PrunableLayer (get_prunable_weights)")
-    skipped = skip_unlisted(model, params.layers, "pruning")
-    selected = []
-    for layer in candidates:
-        if _prunes_weights(layer):
-            selected.append(layer)
-        else:
-            skipped[layer.name] = f"TFMOT prunes no weights of a {type(layer).__name__}"
+    selected, skipped = split_candidates(model, params.layers, "pruning", candidates,
+                                         _prunes_weights, "prunes")
 
     policy = _pruning_policy(params)
     if policy is not None:
