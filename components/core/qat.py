@@ -127,10 +127,11 @@ class _Kernel:
     @property
     def cqat_keeps_channels(self) -> bool:
         """Whether TFMOT's CQAT gives this kernel centroids per output channel
-        (cluster_preserve_quantize_registry.get_centroids): only a 4-D (Conv2D) kernel whose
-        channels' counts of unique values differ by at most one. Any other kernel shares one set
-        of centroids, and fine-tuning may move a channel's weight to any of them."""
-        if self.values.ndim != 4:
+        (cluster_preserve_quantize_registry.get_centroids): only a Conv2D kernel (or a Conv1D
+        one, which this module quantizes in the Conv2D layout) whose channels' counts of unique
+        values differ by at most one. Any other kernel shares one set of centroids, and
+        fine-tuning may move a channel's weight to any of them."""
+        if self.values.ndim not in (3, 4):
             return False
         counts = self._channel_counts()
         return max(counts) - min(counts) <= 1
