@@ -153,13 +153,19 @@ class TreeRunner:
             return self.models[steps]
         from collabopt.components.core import clustering, pruning, qat
         from collabopt.components.core.keras_compat import keras
+        from collabopt.components.core.training import fine_tuning_of
 
         source = self.model(steps[:-1])
         kind, _, level = steps[-1].partition(":")
         keras.utils.set_random_seed(SEED)
         start = time.perf_counter()
         pruned_before = any(s.startswith("prune:") for s in steps[:-1])
-        fit = dict(training=self.training, validation_ds=self.validation_ds)
+        # As the pipeline does (keras_step.fine_tuning_params): a step aims at least at the
+        # reference its input model recorded, the base model's.
+        record = fine_tuning_of(source)
+        training = self.training if record is None or record.reference_accuracy is None else \
+            dataclasses.replace(self.training, reference_floor=record.reference_accuracy)
+        fit = dict(training=training, validation_ds=self.validation_ds)
         if kind == "prune":
             model = pruning.prune(source, self.fit_ds,
                                   pruning.PruningParams(target_sparsity=float(level)), **fit)

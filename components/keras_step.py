@@ -8,6 +8,7 @@ be built ends as a failed leaf (components/failure.py). Subclasses say only what
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, Dict, List
 
 from absl import logging
@@ -31,10 +32,11 @@ class KerasStepExecutor(LeafStepExecutor, abc.ABC):
         (which may depend on the model, e.g. QAT mode `auto`)."""
 
     @abc.abstractmethod
-    def apply(self, model, train_ds, validation_ds, exec_properties: Dict[str, Any], step: str):
+    def apply(self, model, train_ds, validation_ds, training, exec_properties: Dict[str, Any],
+              step: str):
         """Returns the optimized Keras model (with core's FineTuning record). `validation_ds` is
         the slice of the train split fine-tuning measures recovery on (None with fixed
-        epochs)."""
+        epochs); `training` is the core.training.TrainingParams to fine-tune with."""
 
     def extra_properties(self, step: str, exec_properties: Dict[str, Any]) -> Dict[str, Any]:
         return {}
@@ -55,7 +57,9 @@ class KerasStepExecutor(LeafStepExecutor, abc.ABC):
         step = self.prepare(model, exec_properties)
         train_ds, validation_ds, eval_ds = artifact_io.fine_tuning_data(
             input_dict[keys.EXAMPLES_KEY], exec_properties, artifact_io.model_input_shape(model))
-        optimized = self.apply(model, train_ds, validation_ds, exec_properties, step)
+        optimized = self.apply(model, train_ds, validation_ds,
+                               fine_tuning_params(model_artifact, exec_properties),
+                               exec_properties, step)
         preservation.check_finite_weights(optimized, step=self.STEP)
         fine_tuning = training.fine_tuning_of(optimized)
         structure = metrics.keras_weight_structure(optimized)
@@ -72,3 +76,14 @@ class KerasStepExecutor(LeafStepExecutor, abc.ABC):
             **artifact_io.fine_tuning_properties(fine_tuning),
             **self.extra_properties(step, exec_properties),
         })
+
+
+def fine_tuning_params(model_artifact: tfx_types.Artifact, exec_properties: Dict[str, Any]):
+    """The step's TrainingParams. When the input model was itself fine-tuned until recovered,
+    recovery aims at least at the reference it recorded (the chain's base model's accuracy on the
+    same validation slice, carried down the chain), not at the input's own, lower accuracy."""
+    training = params.training_params(exec_properties)
+    floor = artifact_io.get_property(model_artifact, types.REFERENCE_ACCURACY)
+    if floor is None or not training.recovers:
+        return training
+    return dataclasses.replace(training, reference_floor=float(floor))

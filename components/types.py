@@ -49,7 +49,7 @@ FAILURE = "failure"                        # JSON: step, path, error, message, h
 EPOCHS_TRAINED = "epochs_trained"
 STOP_REASON = "stop_reason"                # fixed_epochs, recovered, no_improvement, max_epochs
 VALIDATION_ACCURACY = "validation_accuracy"  # on the slice of the train split held out
-REFERENCE_ACCURACY = "reference_accuracy"    # the incoming model's, on the same slice
+REFERENCE_ACCURACY = "reference_accuracy"    # what recovery aimed at: the chain base's, same slice
 
 # TFLiteModel
 QUANTIZATION = "quantization"

@@ -63,8 +63,9 @@ class TrainingConfig(_Section):
 
     By default each step fine-tunes until its accuracy on a validation slice of the train split
     (`validation_fraction` of it, never the eval split) is back within `recovery_tolerance` of
-    the incoming model's, or it stopped improving for `patience` epochs, or for at most
-    `max_epochs` epochs. `epochs: N` trains exactly N epochs on the whole train split instead.
+    the base model's (the chain's first model: a step does not settle for the accuracy a step
+    before it lost), or its validation loss stopped improving for `patience` epochs, or for at
+    most `max_epochs` epochs. `epochs: N` trains exactly N epochs on the whole train split instead.
     """
 
     epochs: Optional[int] = Field(None, ge=1, description="null: until recovered")

@@ -5,11 +5,17 @@ learning rate. How long:
 
 * Recovery (the default, `epochs=None`): fit until the model's accuracy on a validation slice
   of the *train* split (never the eval split that selection uses) is back within
-  `recovery_tolerance` of the incoming model's accuracy on that slice (the reference, measured
-  before TFMOT wraps the model), or until it has not improved for `patience` epochs, or for at
-  most `max_epochs` epochs. Keras callbacks do the stopping: `RecoveryStop` (below) and
-  EarlyStopping on `val_accuracy`, which restores the best epoch's weights. A technique can
-  forbid stopping before `min_epochs` (pruning: until its schedule reached the target sparsity).
+  `recovery_tolerance` of the reference, or until its validation loss has not improved for
+  `patience` epochs, or for at most `max_epochs` epochs. The reference is the incoming model's
+  accuracy on that slice (measured before TFMOT wraps the model), raised to `reference_floor`
+  when one is given: the chain's base model's accuracy on the same slice, so that each step of
+  prune -> cluster -> QAT aims back at the model the accuracy budget is measured from and the
+  steps' losses do not add up. Keras callbacks do the stopping: `RecoveryStop` (below) and
+  EarlyStopping on `val_loss`, which restores the best epoch's weights. Patience watches the
+  loss, not the accuracy: on a slice of a few hundred examples the accuracy moves in steps of
+  1/n and stalls for epochs while the loss (and, later, the accuracy) still improves. A technique
+  can forbid stopping before `min_epochs` (pruning: until its schedule reached the target
+  sparsity).
 * Fixed (`epochs=N`): exactly N epochs on the whole train split, no validation, no early stop.
 
 Each run returns a `FineTuning` record (epochs trained, validation accuracy reached, reference,
@@ -61,6 +67,9 @@ class TrainingParams:
     patience: recovery stops after this many epochs without a better validation accuracy (>= 1).
     recovery_tolerance: how far below its reference the validation accuracy may stay and count
         as recovered, in [0, 1] (0.005: half a point).
+    reference_floor: None, or the least reference recovery aims at, in [0, 1]: the chain's base
+        model's accuracy on the same validation slice (the pipeline passes the incoming model's
+        recorded reference). Not a config key.
     validation_fraction: the share of the train split held out to measure recovery, in
         (0, 0.5] (every 1/fraction-th example, before shuffling).
     learning_rate: Adam learning rate, in (0, 1]. 3e-4 (was 1e-4 with a fixed 2 epochs):
@@ -81,6 +90,7 @@ class TrainingParams:
     learning_rate: float = 3e-4
     from_logits: bool | None = None
     seed: int | None = 0
+    reference_floor: float | None = None
 
     def __post_init__(self):
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
@@ -103,6 +113,9 @@ class TrainingParams:
                                    low_open=True))
         object.__setattr__(self, "learning_rate",
                            _number("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True))
+        if self.reference_floor is not None:
+            object.__setattr__(self, "reference_floor",
+                               _number("reference_floor", self.reference_floor, 0.0, 1.0))
         if self.from_logits is not None and not isinstance(self.from_logits, bool):
             raise ConfigError(
                 f"from_logits must be true, false or null (auto), got {self.from_logits!r}")
@@ -121,7 +134,7 @@ class TrainingParams:
 class StopReason(str, enum.Enum):
     FIXED_EPOCHS = "fixed_epochs"      # `epochs` was set: trained exactly that many
     RECOVERED = "recovered"            # validation accuracy back within the tolerance
-    NO_IMPROVEMENT = "no_improvement"  # `patience` epochs without a better validation accuracy
+    NO_IMPROVEMENT = "no_improvement"  # `patience` epochs without a lower validation loss
     MAX_EPOCHS = "max_epochs"          # the cap was reached before either
 
 
@@ -209,8 +222,9 @@ def count_batches(ds: tf.data.Dataset) -> int:
 
 def reference_accuracy(model: keras.Model, params: TrainingParams,
                        validation_ds: tf.data.Dataset | None) -> float | None:
-    """The incoming model's accuracy on the validation slice: what recovery fine-tuning aims
-    back at (None in fixed-epochs mode). Raises ConfigError when recovery has no slice."""
+    """What recovery fine-tuning aims back at: the incoming model's accuracy on the validation
+    slice, or `params.reference_floor` when that is higher (None in fixed-epochs mode). Raises
+    ConfigError when recovery has no slice."""
     if not params.recovers:
         return None
     if validation_ds is None:
@@ -218,7 +232,10 @@ def reference_accuracy(model: keras.Model, params: TrainingParams,
             "Fine-tuning until recovered (epochs null) needs a validation slice of the train "
             "split: pass validation_ds (collabopt.components.core.data."
             "train_and_validation_from_tfrecords / _from_arrays), or set a fixed `epochs`.")
-    return keras_accuracy(model, validation_ds)
+    measured = keras_accuracy(model, validation_ds)
+    if params.reference_floor is None:
+        return measured
+    return max(measured, params.reference_floor)
 
 
 def seed_step(params: TrainingParams) -> None:
@@ -236,9 +253,9 @@ def fine_tune(model: keras.Model, train_ds: tf.data.Dataset, params: TrainingPar
 
     Fixed `params.epochs`: exactly that many epochs, `validation_ds` unused. Otherwise until
     the accuracy on `validation_ds` is at least `reference - params.recovery_tolerance`, or
-    EarlyStopping (patience, best weights restored) or `params.max_epochs` ends it; neither
-    stop happens before `min_epochs`. `reference` defaults to `model`'s own validation accuracy
-    now — pass the accuracy of the model before it was wrapped.
+    EarlyStopping on the validation loss (patience, best weights restored) or
+    `params.max_epochs` ends it; neither stop happens before `min_epochs`. `reference` defaults
+    to `reference_accuracy(model, ...)` now — pass that of the model before it was wrapped.
     """
     compile_for_fine_tuning(model, params)
     if not params.recovers:
@@ -253,7 +270,7 @@ def fine_tune(model: keras.Model, train_ds: tf.data.Dataset, params: TrainingPar
     min_epochs = max(1, min(int(min_epochs), params.max_epochs))
     recovery = RecoveryStop(reference - params.recovery_tolerance, min_epochs)
     # start_from_epoch counts epochs before the first one EarlyStopping judges (0-based).
-    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=params.patience,
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience,
                                           restore_best_weights=True,
                                           start_from_epoch=min_epochs - 1)
     history = model.fit(train_ds, validation_data=validation_ds, epochs=params.max_epochs,

@@ -55,7 +55,8 @@ class PreservingQAT(base_component.BaseComponent):
        `sparsity`, `min_kernel_sparsity`, `max_unique_per_kernel`, `max_unique_per_channel` and
        `keras_accuracy`; and how fine-tuning went: `epochs_trained`, `stop_reason` (`recovered`,
        `no_improvement`, `max_epochs` or `fixed_epochs`), and (until recovered)
-       `validation_accuracy` and `reference_accuracy` (the input model's) on the
+       `validation_accuracy` and `reference_accuracy` (the input model's, or the
+       reference the input recorded when higher: the chain's base model's) on the
        validation slice of the train split.
 
     The run fails with StructureLostError when `pqat` / `pcqat` lost the input's sparsity or
@@ -92,8 +93,9 @@ class PreservingQAT(base_component.BaseComponent):
             of the train split has recovered (see max_epochs .. validation_fraction);
             an integer trains exactly that many epochs on the whole train split.
           max_epochs: Cap on fine-tuning until recovered.
-          patience: Epochs without a better validation accuracy before stopping.
-          recovery_tolerance: How far below the incoming model's validation accuracy
+          patience: Epochs without a lower validation loss before stopping.
+          recovery_tolerance: How far below the reference (the incoming model's validation
+            accuracy, or the reference it recorded when higher)
             the step may stay and count as recovered.
           validation_fraction: Share of the train split held out for validation.
           seed: Seeds TensorFlow, NumPy and Python before the step (weights, centroids,

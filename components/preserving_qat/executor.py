@@ -23,7 +23,7 @@ class Executor(KerasStepExecutor):
         logging.info("QAT mode %s", mode.value)
         return mode.value
 
-    def apply(self, model, train_ds, validation_ds, exec_properties, step):
+    def apply(self, model, train_ds, validation_ds, training, exec_properties, step):
         from collabopt.components.core import metrics, preservation, qat
 
         mode = qat.QATMode(step)
@@ -33,8 +33,7 @@ class Executor(KerasStepExecutor):
             logging.warning("PreservingQAT(qat) does not preserve the input's sparsity / "
                             "clusters; use 'pqat', 'cqat', 'pcqat' or 'auto' to keep them.")
         return qat.quantize_aware_train(model, train_ds, mode,
-                                        params.training_params(exec_properties),
-                                        validation_ds=validation_ds)
+                                        training, validation_ds=validation_ds)
 
     def extra_properties(self, step, exec_properties):
         return {types.QAT_MODE: step}

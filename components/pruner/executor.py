@@ -19,12 +19,11 @@ class Executor(KerasStepExecutor):
         pruning.check_prunable(model, params.pruning_params(exec_properties))
         return self.step_name(exec_properties)
 
-    def apply(self, model, train_ds, validation_ds, exec_properties, step):
+    def apply(self, model, train_ds, validation_ds, training, exec_properties, step):
         from collabopt.components.core import pruning
 
         return pruning.prune(model, train_ds, params.pruning_params(exec_properties),
-                             params.training_params(exec_properties),
-                             validation_ds=validation_ds)
+                             training, validation_ds=validation_ds)
 
     def extra_properties(self, step, exec_properties):
         p = params.pruning_params(exec_properties)

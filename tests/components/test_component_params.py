@@ -198,3 +198,18 @@ def test_split_dataset_names_missing_split(tmp_path):
     os.makedirs(tmp_path / "Split-train")
     with pytest.raises(DatasetError, match="no 'eval' split"):
         artifact_io.split_dataset([examples], "eval", {keys.FEATURE_SHAPE_KEY: "8,8,1"})
+
+
+def test_a_keras_step_aims_at_the_reference_its_input_recorded():
+    from tfx.types import standard_artifacts
+
+    from collabopt.components import artifact_io, types
+    from collabopt.components.keras_step import fine_tuning_params
+
+    trained = standard_artifacts.Model()  # a Trainer's output: no reference recorded
+    assert fine_tuning_params(trained, {}).reference_floor is None
+    pruned = standard_artifacts.Model()
+    artifact_io.set_properties(pruned, {types.REFERENCE_ACCURACY: 0.975})
+    assert fine_tuning_params(pruned, {}).reference_floor == pytest.approx(0.975)
+    # Fixed epochs measure no recovery, so there is nothing to aim at.
+    assert fine_tuning_params(pruned, {keys.EPOCHS_KEY: 2}).reference_floor is None

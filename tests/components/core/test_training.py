@@ -8,7 +8,8 @@ from collabopt.components.core.errors import ConfigError, DatasetError
 from collabopt.components.core.keras_compat import keras, tf
 from collabopt.components.core.training import (StopReason, TrainingParams,
                                                 compile_for_fine_tuning, count_batches, fine_tune,
-                                                keras_accuracy, outputs_probabilities)
+                                                keras_accuracy, outputs_probabilities,
+                                                reference_accuracy)
 
 
 def _tiny(final_activation=None, softmax_layer=False):
@@ -154,6 +155,29 @@ def test_no_stop_before_min_epochs_and_the_cap_holds(digits_split):
     early = fine_tune(_untrained(), train, TrainingParams(max_epochs=6, learning_rate=1e-2),
                       validation_ds=validation, reference=0.5, min_epochs=3)
     assert early.stop_reason is StopReason.RECOVERED and early.epochs_trained == 3
+
+
+def test_the_reference_floor_raises_the_reference_but_never_lowers_it(digits_split):
+    train, validation = digits_split
+    model = _untrained()
+    own = reference_accuracy(model, TrainingParams(), validation)
+    assert own < 0.3
+    assert reference_accuracy(model, TrainingParams(reference_floor=0.97), validation) == \
+        pytest.approx(0.97)
+    assert reference_accuracy(model, TrainingParams(reference_floor=0.0), validation) == \
+        pytest.approx(own)
+    # A model that recovers its own accuracy at once still trains on toward the floor.
+    record = fine_tune(model, train, TrainingParams(max_epochs=3, patience=3, learning_rate=1e-2,
+                                                    reference_floor=0.99),
+                       validation_ds=validation)
+    assert record.reference_accuracy == pytest.approx(0.99)
+    assert record.epochs_trained == 3 and record.stop_reason is StopReason.MAX_EPOCHS
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.5, float("nan"), "high"])
+def test_a_reference_floor_outside_0_1_is_refused(floor):
+    with pytest.raises(ConfigError, match="reference_floor"):
+        TrainingParams(reference_floor=floor)
 
 
 def test_fixed_epochs_train_exactly_that_many_without_validation(digits_split):
