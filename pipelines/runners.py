@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import threading
 from typing import Callable, Iterator, Optional
@@ -118,7 +119,7 @@ def _run_one(pipeline: pipeline_lib.Pipeline, config: PipelineConfig, runner: Ru
 def _run_search(config: PipelineConfig, runner: Runner, progress, run_id: str,
                 reader: Reader) -> dict:
     """Rounds of pipeline runs chosen by pipelines.search from what ML Metadata holds."""
-    from collabopt.components.core.selection import Thresholds
+    from collabopt.components.core.selection import Objective, Thresholds
     from collabopt.pipelines.metadata.read import read_leaves
 
     rounds = [0]
@@ -133,11 +134,28 @@ def _run_search(config: PipelineConfig, runner: Runner, progress, run_id: str,
                  round_id, reader)
         return {r.path: search.Outcome(
                     r.path, r.int8_accuracy, r.accuracy_drop,
-                    r.failure["message"] if r.failure else None)
+                    r.failure["message"] if r.failure else None, _objective_figure(r, objective))
                 for r in read_leaves(config.metadata, run_id=round_id)}
 
+    # More compression never makes latency or size worse, but it does make accuracy worse: only
+    # the first two bound the pairs the search has not trained (pipelines.search).
+    objective = Objective(config.objective)
+    tolerance = None if objective == Objective.ACCURACY else config.objective_tolerance
     return search.run_search(config.all_leaves(), Thresholds(**config.thresholds.as_dict()),
-                             run_round)
+                             run_round, objective_tolerance=tolerance)
+
+
+def _objective_figure(record, objective) -> Optional[float]:
+    """The figure the Selector ranks `record` by on the primary target (None: not measured)."""
+    from collabopt.components.core.selection import LeafMetrics, objective_value
+
+    if record.failure or not record.vela or record.int8_accuracy is None:
+        return None
+    vela = record.vela[0]
+    value = objective_value(LeafMetrics(
+        record.path, record.int8_accuracy, record.tflite_bytes or 0,
+        inference_ms=vela.get("inference_ms"), flash_bytes=vela.get("flash_bytes")), objective)
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def compile_for_kubeflow(config: PipelineConfig, out: str, image: str) -> str:

@@ -16,6 +16,11 @@ enough of it to find the staircase's edge:
    next round tries the pairs one step back from it (less sparse, or more clusters). A pair more
    compressed than one that failed, or less than one that held, is never trained.
 
+3. *Only pairs that can still win.* By the same assumption a pair's objective (latency or size)
+   is at best that of a measured pair more compressed than it. A pair whose best possible value
+   lies more than `objective_tolerance` above the best leaf that held cannot be selected, so it
+   is not trained (the trace says so); nor is any pair less compressed than it.
+
 Size and latency thresholds do not steer the search (more compression only helps them); the
 final Selector judges every leaf tried against all thresholds and the objective. Every probe is
 a round: an ordinary TFX pipeline run whose steps are cached from earlier rounds, so each trial
@@ -43,6 +48,7 @@ class Outcome:
     int8_accuracy: Optional[float]
     accuracy_drop: Optional[float]
     failure: Optional[str] = None
+    objective: Optional[float] = None  # the objective's figure (lower is better), if measured
 
 
 @dataclasses.dataclass
@@ -97,8 +103,12 @@ class _Axis:
 class Search:
     """Decides each round's leaves from the outcomes of the earlier rounds (pure logic)."""
 
-    def __init__(self, leaves: Sequence[Leaf], thresholds: Thresholds):
+    def __init__(self, leaves: Sequence[Leaf], thresholds: Thresholds,
+                 objective_tolerance: Optional[float] = None):
+        """`objective_tolerance` None: pairs are not skipped by their objective (the objective
+        is accuracy, or the outcomes carry no objective figure)."""
         self.all_leaves = list(leaves)
+        self.objective_tolerance = objective_tolerance
         self.thresholds = Thresholds(**{k: v for k, v in thresholds.as_dict().items()
                                         if k in ACCURACY_THRESHOLDS})
         sparsities = sorted({l.target_sparsity for l in leaves if l.target_sparsity is not None})
@@ -116,6 +126,9 @@ class Search:
             self.clusters.lo, self.clusters.hi = len(clusters) - 1, len(clusters)
         self.held_pairs: set[tuple[int, int]] = set()
         self.failed_pairs: set[tuple[int, int]] = set()
+        self.pair_objective: dict[tuple[int, int], float] = {}
+        self.best_held: Optional[tuple[float, str]] = None      # (objective, leaf path)
+        self.skipped: dict[tuple[int, int], str] = {}            # pair -> why it was not trained
         self.trials: list[Trial] = []
         self.tried: list[Leaf] = []
         self.stopped: list[str] = []
@@ -151,9 +164,35 @@ class Search:
         def failed_or_outside(i: int, j: int) -> bool:
             return i > i_max or j > j_max or self._pair_state(i, j) is False
 
-        return [(i, j) for i in range(i_max + 1) for j in range(j_max + 1)
-                if self._pair_state(i, j) is None
-                and failed_or_outside(i + 1, j) and failed_or_outside(i, j + 1)]
+        pairs = [(i, j) for i in range(i_max + 1) for j in range(j_max + 1)
+                 if self._pair_state(i, j) is None and not self._below_skipped(i, j)
+                 and failed_or_outside(i + 1, j) and failed_or_outside(i, j + 1)]
+        return [pair for pair in pairs if not self._skip_if_it_cannot_win(pair)]
+
+    def _below_skipped(self, i: int, j: int) -> bool:
+        return any(i <= si and j <= sj for si, sj in self.skipped)
+
+    def _skip_if_it_cannot_win(self, pair: tuple[int, int]) -> bool:
+        """True (and the reason recorded) when the pair's best possible objective, that of the
+        worst measured pair more compressed than it, is beyond the tolerance of the best leaf
+        that held: the Selector could not choose it."""
+        if self.objective_tolerance is None or self.best_held is None:
+            return False
+        i, j = pair
+        bounds = [(value, other) for other, value in self.pair_objective.items()
+                  if other[0] >= i and other[1] >= j]
+        if not bounds:
+            return False
+        bound, (bi, bj) = max(bounds)
+        best, best_path = self.best_held
+        if bound <= best + abs(best) * self.objective_tolerance:
+            return False
+        self.skipped[pair] = (
+            f"({self.sparsity.levels[i]}, {self.clusters.levels[j]}) not trained: its objective "
+            f"is at best {bound:.6g}, that of the more compressed ({self.sparsity.levels[bi]}, "
+            f"{self.clusters.levels[bj]}), more than {self.objective_tolerance:.0%} above "
+            f"{best_path} ({best:.6g}), the best leaf that held")
+        return True
 
     def plan(self) -> list[Leaf]:
         """The leaves of the next round (new probes only); empty when the search is over."""
@@ -181,6 +220,8 @@ class Search:
 
     # --- results -------------------------------------------------------------------------------
     def _holds(self, outcomes: dict[str, Outcome], leaves: list[Leaf]) -> tuple[bool, str]:
+        """Whether any of `leaves` met the accuracy thresholds, and each one's verdict; notes
+        the best objective among the leaves that held."""
         verdicts = []
         for leaf in leaves:
             o = outcomes.get(leaf.path)
@@ -192,6 +233,9 @@ class Search:
                                   accuracy_drop=(math.nan if o.accuracy_drop is None
                                                  and not leaf.is_baseline else o.accuracy_drop))
             missed = misses(metrics, self.thresholds)
+            if not missed and o.objective is not None and (
+                    self.best_held is None or o.objective < self.best_held[0]):
+                self.best_held = (o.objective, leaf.path)
             verdicts.append((not missed, f"{leaf.path} " + (
                 f"held (accuracy {o.int8_accuracy:.4f})" if not missed
                 else "; ".join(m.describe() for m in missed))))
@@ -209,6 +253,10 @@ class Search:
                 levels = {"number_of_clusters": self.clusters.levels[where]}
             elif axis == "both":
                 (self.held_pairs if held else self.failed_pairs).add(where)
+                measured = [outcomes[l.path].objective for l in leaves
+                            if l.path in outcomes and outcomes[l.path].objective is not None]
+                if measured:
+                    self.pair_objective[where] = min(measured)
                 levels = {"target_sparsity": self.sparsity.levels[where[0]],
                           "number_of_clusters": self.clusters.levels[where[1]]}
             else:
@@ -231,6 +279,7 @@ class Search:
                     "pair failed or lies beyond a level that failed alone")
             else:
                 self.stopped.append("both: no (sparsity, clusters) pair held the accuracy budget")
+            self.stopped += [f"both: {why}" for why in self.skipped.values()]
 
     def trace(self) -> dict:
         grid = len(self.all_leaves)
@@ -241,13 +290,13 @@ class Search:
 
 def run_search(leaves: Sequence[Leaf], thresholds: Thresholds,
                run_round: Callable[[list[Leaf], Optional[str], bool], dict[str, Outcome]],
-               max_rounds: int = 50) -> dict:
+               max_rounds: int = 50, objective_tolerance: Optional[float] = None) -> dict:
     """Runs rounds until the search is over, then a last round that records the trace and pushes.
 
     `run_round(leaves, trace_json, final)` builds and runs the pipeline of those leaves (all
     leaves tried so far: earlier ones are cache hits) and returns the outcome of every leaf.
     """
-    search = Search(leaves, thresholds)
+    search = Search(leaves, thresholds, objective_tolerance)
     baseline = [l for l in leaves if l.is_baseline]
     for _ in range(max_rounds):
         new = search.plan()

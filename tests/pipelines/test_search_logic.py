@@ -24,16 +24,25 @@ def accuracy_model(s_limit: float, c_limit: int, both_penalty: float = 0.0):
     return accuracy
 
 
-def run(accuracy, thresholds=Thresholds(max_accuracy_drop=0.01)):
+def latency_model(leaf) -> float:
+    """A monotone objective: less sparsity and more clusters are slower."""
+    sparsity = leaf.target_sparsity or 0.0
+    clusters = leaf.number_of_clusters or 32
+    return (1 - sparsity) * 10 + clusters / 8
+
+
+def run(accuracy, thresholds=Thresholds(max_accuracy_drop=0.01), objective=None,
+        objective_tolerance=None):
     leaves = expand(TEMPLATES, SPARSITIES, CLUSTERS)
     trained = []
 
     def run_round(round_leaves, trace, final):
         trained.append([l.path for l in round_leaves])
-        return {l.path: Outcome(l.path, accuracy(l), None if l.is_baseline else 0.97 - accuracy(l))
+        return {l.path: Outcome(l.path, accuracy(l), None if l.is_baseline else 0.97 - accuracy(l),
+                                objective=objective and objective(l))
                 for l in round_leaves}
 
-    trace = run_search(leaves, thresholds, run_round)
+    trace = run_search(leaves, thresholds, run_round, objective_tolerance=objective_tolerance)
     return leaves, trained, trace
 
 
@@ -83,3 +92,35 @@ def test_every_round_keeps_the_baseline_first_and_grows():
     assert all(r[0] == "ptq" for r in rounds)
     for earlier, later in itertools.pairwise(rounds):
         assert set(earlier) <= set(later)
+
+
+def _pairs_hold_up_to(s_limit: float, c_limit: int):
+    """Alone: up to 0.8 sparsity or down to 6 clusters; together: only up to (s_limit, c_limit)."""
+    def accuracy(leaf) -> float:
+        s, c = leaf.target_sparsity, leaf.number_of_clusters
+        if s is not None and c is not None:
+            return 0.97 if s <= s_limit and c >= c_limit else 0.80
+        return 0.97 if (s is None or s <= 0.8) and (c is None or c >= 6) else 0.80
+    return accuracy
+
+
+def test_pairs_that_cannot_beat_the_best_held_objective_are_not_trained():
+    accuracy = _pairs_hold_up_to(0.75, 8)
+    _, rounds, trace = run(accuracy, objective=latency_model, objective_tolerance=0.02)
+    tried = set(rounds[-1])
+    both = {(t["levels"]["target_sparsity"], t["levels"]["number_of_clusters"]): t["held"]
+            for t in trace["trials"] if t["axis"] == "both"}
+    assert both[(0.75, 8)] is True          # the best pair is still found...
+    # ...and (0.6, 6), whose latency is at best that of the failed (0.7, 6), 3.75 against 3.5
+    # held, is not trained, nor (0.5, 6) below it, nor (0.8, 32) beyond the failed (0.8, 16).
+    assert "prune60>cluster6>pcqat" not in tried and "prune50>cluster6>pcqat" not in tried
+    assert "prune80>cluster32>pcqat" not in tried
+    assert any("(0.6, 6) not trained" in s and "prune75>cluster8>" in s
+               for s in trace["stopped"])
+    # Without an objective bound (objective: accuracy) the staircase is walked to its end.
+    _, unbounded, plain = run(accuracy)
+    assert {"prune60>cluster6>pcqat", "prune50>cluster6>pcqat"} <= set(unbounded[-1])
+    assert not any("not trained" in s for s in plain["stopped"])
+    # A tolerance wide enough to tie them trains them again.
+    _, wide, _ = run(accuracy, objective=latency_model, objective_tolerance=0.5)
+    assert "prune60>cluster6>pcqat" in wide[-1]
