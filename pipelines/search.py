@@ -3,7 +3,7 @@
 The candidate levels are the config's lists (`pruning.target_sparsity`, ordered from least to
 most sparse, and `clustering.number_of_clusters`, from most to fewest clusters). The search
 assumes what the collaborative-optimization guides observe: more compression never *raises*
-accuracy, so the levels that hold the accuracy budget form a staircase, and it probes only
+accuracy (nor latency or size), so the levels that hold the accuracy budget form a staircase, and it probes only
 enough of it to find the staircase's edge:
 
 1. *One technique at a time.* The leaves that prune only (`prune>ptq`, `prune>pqat`) search the
@@ -15,7 +15,6 @@ enough of it to find the staircase's edge:
    single axes allow (the sparsity and cluster count that held alone). When a pair fails, the
    next round tries the pairs one step back from it (less sparse, or more clusters). A pair more
    compressed than one that failed, or less than one that held, is never trained.
-
 3. *Only pairs that can still win.* By the same assumption a pair's objective (latency or size)
    is at best that of a measured pair more compressed than it. A pair whose best possible value
    lies more than `objective_tolerance` above the best leaf that held cannot be selected, so it
