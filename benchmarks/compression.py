@@ -153,7 +153,7 @@ class TreeRunner:
             return self.models[steps]
         from collabopt.components.core import clustering, pruning, qat
         from collabopt.components.core.keras_compat import keras
-        from collabopt.components.core.training import fine_tuning_of
+        from collabopt.components.core.training import aiming_at_least, fine_tuning_of
 
         source = self.model(steps[:-1])
         kind, _, level = steps[-1].partition(":")
@@ -163,8 +163,7 @@ class TreeRunner:
         # As the pipeline does (keras_step.fine_tuning_params): a step aims at least at the
         # reference its input model recorded, the base model's.
         record = fine_tuning_of(source)
-        training = self.training if record is None or record.reference_accuracy is None else \
-            dataclasses.replace(self.training, reference_floor=record.reference_accuracy)
+        training = aiming_at_least(self.training, record and record.reference_accuracy)
         fit = dict(training=training, validation_ds=self.validation_ds)
         if kind == "prune":
             model = pruning.prune(source, self.fit_ds,

@@ -8,7 +8,6 @@ be built ends as a failed leaf (components/failure.py). Subclasses say only what
 from __future__ import annotations
 
 import abc
-import dataclasses
 from typing import Any, Dict, List
 
 from absl import logging
@@ -82,8 +81,7 @@ def fine_tuning_params(model_artifact: tfx_types.Artifact, exec_properties: Dict
     """The step's TrainingParams. When the input model was itself fine-tuned until recovered,
     recovery aims at least at the reference it recorded (the chain's base model's accuracy on the
     same validation slice, carried down the chain), not at the input's own, lower accuracy."""
-    training = params.training_params(exec_properties)
-    floor = artifact_io.get_property(model_artifact, types.REFERENCE_ACCURACY)
-    if floor is None or not training.recovers:
-        return training
-    return dataclasses.replace(training, reference_floor=float(floor))
+    from collabopt.components.core.training import aiming_at_least
+
+    return aiming_at_least(params.training_params(exec_properties),
+                           artifact_io.get_property(model_artifact, types.REFERENCE_ACCURACY))

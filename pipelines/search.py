@@ -3,8 +3,8 @@
 The candidate levels are the config's lists (`pruning.target_sparsity`, ordered from least to
 most sparse, and `clustering.number_of_clusters`, from most to fewest clusters). The search
 assumes what the collaborative-optimization guides observe: more compression never *raises*
-accuracy (nor latency or size), so the levels that hold the accuracy budget form a staircase, and it probes only
-enough of it to find the staircase's edge:
+accuracy (nor latency or size), so the levels that hold the accuracy budget form a staircase,
+and it probes only enough of it to find the staircase's edge:
 
 1. *One technique at a time.* The leaves that prune only (`prune>ptq`, `prune>pqat`) search the
    sparsity axis by bisection, the leaves that cluster only search the cluster axis, at the
@@ -34,7 +34,7 @@ import math
 from typing import Callable, Iterable, Optional, Sequence
 
 from collabopt.components.core.leaves import CLUSTER, PRUNE, Leaf, uses
-from collabopt.components.core.selection import LeafMetrics, Thresholds, misses
+from collabopt.components.core.selection import LeafMetrics, Thresholds, misses, within_tolerance
 
 ACCURACY_THRESHOLDS = ("min_accuracy", "max_accuracy_drop")
 
@@ -184,7 +184,7 @@ class Search:
             return False
         bound, (bi, bj) = max(bounds)
         best, best_path = self.best_held
-        if bound <= best + abs(best) * self.objective_tolerance:
+        if within_tolerance(bound, best, self.objective_tolerance):
             return False
         self.skipped[pair] = (
             f"({self.sparsity.levels[i]}, {self.clusters.levels[j]}) not trained: its objective "

@@ -185,7 +185,8 @@ class Selection:
     tied: tuple[str, ...] = ()                # leaves within the tolerance of the best value
 
 
-def _within(value: float, best: float, tolerance: float) -> bool:
+def within_tolerance(value: float, best: float, tolerance: float) -> bool:
+    """Whether `value` ties with `best` (lower is better) within the fraction `tolerance`."""
     if math.isinf(best):
         return math.isinf(value)
     return value <= best + abs(best) * tolerance
@@ -215,7 +216,7 @@ def select(leaves: Sequence[LeafMetrics], thresholds: Mapping[str, float],
     if passing:
         best_value = objective_value(passing[0], objective)
         tied = [l for l in passing
-                if _within(objective_value(l, objective), best_value, tolerance)]
+                if within_tolerance(objective_value(l, objective), best_value, tolerance)]
         winner = min(tied, key=lambda l: (-l.int8_accuracy, sort_key(l, objective)))
         ranking = [winner] + [l for l in passing if l is not winner]
         runner_up = f"; next: {ranking[1].path}" if len(ranking) > 1 else ""

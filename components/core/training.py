@@ -64,7 +64,7 @@ class TrainingParams:
     epochs: None (default) fine-tunes until recovered (see the module docstring); an integer
         >= 1 trains exactly that many epochs on the whole train split.
     max_epochs: the cap on recovery fine-tuning (>= 1).
-    patience: recovery stops after this many epochs without a better validation accuracy (>= 1).
+    patience: recovery stops after this many epochs without a lower validation loss (>= 1).
     recovery_tolerance: how far below its reference the validation accuracy may stay and count
         as recovered, in [0, 1] (0.005: half a point).
     reference_floor: None, or the least reference recovery aims at, in [0, 1]: the chain's base
@@ -238,6 +238,15 @@ def reference_accuracy(model: keras.Model, params: TrainingParams,
     return max(measured, params.reference_floor)
 
 
+def aiming_at_least(params: TrainingParams, reference: float | None) -> TrainingParams:
+    """`params` with `reference` as its reference floor: a step after one that recorded what it
+    recovered to (the chain's base model's accuracy) aims at least as high. Unchanged when there
+    is no reference, or with fixed epochs (which measure no recovery)."""
+    if reference is None or not params.recovers:
+        return params
+    return dataclasses.replace(params, reference_floor=float(reference))
+
+
 def seed_step(params: TrainingParams) -> None:
     """Seeds Python, NumPy and TensorFlow for one technique (wrapping, centroid initialization,
     shuffling, fine-tuning) when `params.seed` is set."""
@@ -317,5 +326,5 @@ def keras_accuracy(model: keras.Model, ds: tf.data.Dataset) -> float:
 
 
 __all__ = ["TrainingParams", "StopReason", "FineTuning", "RecoveryStop", "compile_for_fine_tuning",
-           "fine_tune", "reference_accuracy", "attach_fine_tuning", "fine_tuning_of",
-           "keras_accuracy", "count_batches", "outputs_probabilities", "resolve_from_logits"]
+           "fine_tune", "reference_accuracy", "aiming_at_least", "attach_fine_tuning",
+           "fine_tuning_of", "keras_accuracy", "count_batches", "outputs_probabilities", "resolve_from_logits"]
